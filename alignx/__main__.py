@@ -1,0 +1,5 @@
+import sys
+
+from alignx.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""Find the data directory: explicit argument, then $ALIGNX_DATA_DIR, then ../shared/data near the repo."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    candidates = []
+    if data_dir:
+        candidates.append(Path(data_dir).expanduser())
+    elif os.environ.get("ALIGNX_DATA_DIR"):
+        candidates.append(Path(os.environ["ALIGNX_DATA_DIR"]).expanduser())
+    else:
+        candidates.append(REPO_ROOT.parent / "shared" / "data")
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    raise FileNotFoundError(
+        f"data directory {candidates[0]} does not exist: pass --data-dir or set ALIGNX_DATA_DIR "
+        f"(the project expects ../shared/data beside the checkout)")
+
+
+# Relative paths of the files the project reads inside a data directory.
+FILES = {
+    "alpaca": "alpaca/alpaca_data_union_subset.json",
+    "beavertails": "beavertails/beavertails_30k_train_sample.csv",
+    "safety_train": "safety_tuned_llamas/training/safety_only_data_Instructions.json",
+    "safety_eval": "safety_tuned_llamas/evaluation",
+    "truthfulqa_csv": "truthfulqa/v1/TruthfulQA.csv",
+    "truthfulqa_mc": "truthfulqa/v1/mc_task.json",
+    "truthfulqa_finetune_truth": "truthfulqa/finetune_truth.jsonl",
+    "truthfulqa_finetune_info": "truthfulqa/finetune_info.jsonl",
+    "alpaca_eval_reference": "alpaca_eval/text_davinci_003_model_outputs.json",
+    "h3fusion_reference": "h3fusion/reference_model.json",
+    "psoups": "alignx/P-Soups",
+    "preference_dimensions": "alignx/preference_dimensions_90.json",
+}
+
+
+def data_file(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    root = resolve_data_dir(data_dir)
+    path = root / FILES[name]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from the data directory {root}")
+    return path

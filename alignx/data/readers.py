@@ -1,0 +1,113 @@
+"""Low-level file readers with row/field-precise errors (JSON list, JSON object, JSONL, CSV)."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from alignx.data.records import DataError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise DataError(path, "file is empty")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    _check_file(path)
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def read_json_list(path: str | Path, key: str | None = None) -> list[dict]:
+    """A JSON list of objects (or, with ``key``, an object holding that list)."""
+    path = Path(path)
+    data = read_json(path)
+    if key is not None:
+        if not isinstance(data, dict) or key not in data:
+            raise DataError(path, f"expected a JSON object with a {key!r} list")
+        data = data[key]
+    if not isinstance(data, list):
+        raise DataError(path, f"expected a JSON list of rows, got {type(data).__name__}")
+    if not data:
+        raise DataError(path, "no rows")
+    return data
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    _check_file(path)
+    rows = []
+    with path.open(encoding="utf-8-sig") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(path, f"malformed JSON line: {exc.msg}", row=i) from None
+    if not rows:
+        raise DataError(path, "no rows")
+    return rows
+
+
+def read_csv(path: str | Path, required: Iterable[str]) -> list[dict]:
+    path = Path(path)
+    _check_file(path)
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DataError(path, f"missing column(s) {missing}; header is {header}")
+        rows = list(reader)
+    if not rows:
+        raise DataError(path, "no rows")
+    return rows
+
+
+def field_str(path: Path, i: int, row: Any, name: str, *, allow_empty: bool = False,
+              default: str | None = None) -> str:
+    """Row ``i``'s field ``name`` as a string, or a DataError that names file, row and field."""
+    if not isinstance(row, dict):
+        raise DataError(path, f"expected an object, got {type(row).__name__}", row=i)
+    if name not in row or row[name] is None:
+        if default is not None:
+            return default
+        raise DataError(path, "missing field", row=i, field=name)
+    value = row[name]
+    if not isinstance(value, str):
+        raise DataError(path, f"expected a string, got {type(value).__name__}", row=i, field=name)
+    if not allow_empty and not value.strip():
+        raise DataError(path, "empty value", row=i, field=name)
+    return value
+
+
+def convert_rows(path: Path, rows: list, convert: Callable[[int, Any], T], skip_bad: bool = False) -> list[T]:
+    """Apply ``convert(i, row)`` to every row; with ``skip_bad``, log and drop rows that raise DataError."""
+    out: list[T] = []
+    skipped = 0
+    for i, row in enumerate(rows):
+        try:
+            out.append(convert(i, row))
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            skipped += 1
+            log.warning("skipping bad row: %s", exc)
+    if not out:
+        raise DataError(path, f"no usable rows ({skipped} skipped)")
+    return out

@@ -1,0 +1,36 @@
+"""Deterministic splits.
+
+TruthfulQA follows the H3Fusion protocol: file order, first half train, second half test.
+The MC task file is in another order, so its items follow the CSV half of their question.
+Everything else: a seeded shuffle, then the last ``test_frac`` is the test split.
+"""
+from __future__ import annotations
+
+import random
+from typing import Sequence, TypeVar
+
+from alignx.data.records import AlignRecord
+
+T = TypeVar("T")
+
+
+def split_half(rows: Sequence[T]) -> tuple[list[T], list[T]]:
+    mid = len(rows) // 2
+    return list(rows[:mid]), list(rows[mid:])
+
+
+def seeded_split(rows: Sequence[T], test_frac: float = 0.1, seed: int = 0) -> tuple[list[T], list[T]]:
+    if not 0 < test_frac < 1:
+        raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
+    idx = list(range(len(rows)))
+    random.Random(seed).shuffle(idx)
+    n_test = max(1, int(round(len(rows) * test_frac)))
+    return [rows[i] for i in idx[:-n_test]], [rows[i] for i in idx[-n_test:]]
+
+
+def split_truthfulqa_mc(mc_rows: Sequence[dict], csv_records: Sequence[AlignRecord]) -> tuple[list[dict], list[dict]]:
+    """MC items whose question is in the CSV's first half -> train, second half -> test.
+    Items whose question is not in the CSV are dropped (never leak into test)."""
+    train_q = {r.prompt for r in split_half(csv_records)[0]}
+    test_q = {r.prompt for r in split_half(csv_records)[1]}
+    return ([m for m in mc_rows if m["question"] in train_q], [m for m in mc_rows if m["question"] in test_q])

@@ -1,0 +1,87 @@
+"""Expert folders on disk and loading them onto one base model.
+
+An expert folder (``<experts_dir>/<name>/``) holds a standard peft LoRA adapter
+(``adapter_config.json``, ``adapter_model.safetensors``: plain ``PeftModel.from_pretrained``
+loads it), ``card.json`` (how it was made) and ``latent_head.safetensors`` (its projection into
+the shared latent alignment space). ``<experts_dir>/latent/`` holds the base projection and the
+axis prototypes. All experts of a folder share one base model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_EXPERTS_DIR = REPO_ROOT / "assets" / "experts"
+
+
+class ExpertError(ValueError):
+    """An expert folder that cannot be used (missing files, wrong base model, unknown name)."""
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_card(folder: Path) -> dict:
+    path = Path(folder) / "card.json"
+    if not path.exists():
+        raise ExpertError(f"{folder} has no card.json: not a complete AlignX expert")
+    return json.loads(path.read_text())
+
+
+def list_experts(experts_dir: str | os.PathLike = DEFAULT_EXPERTS_DIR) -> dict[str, Path]:
+    """Complete expert folders (adapter + card) by name, sorted."""
+    root = Path(experts_dir)
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir())
+            if (p / "adapter_config.json").exists() and (p / "card.json").exists()}
+
+
+def check_base(card: dict, folder: Path, base_name: str, base_source: str) -> None:
+    trained_on = card.get("base_model")
+    if trained_on != base_name:
+        raise ExpertError(f"expert {folder} was trained for base model {trained_on!r}, not {base_name!r}: "
+                          f"load it with --model {trained_on} or retrain it for this base")
+    src = card.get("base_source")
+    if src and src != base_source and "tiny" not in (src, base_source):
+        log.info("expert %s was trained on %s weights, applied to %s weights of the same model",
+                 folder.name, src, base_source)
+
+
+def load_experts(lm, experts_dir: str | os.PathLike = DEFAULT_EXPERTS_DIR, names: list[str] | None = None):
+    """Load experts onto ``lm.model`` as named peft adapters. Returns (peft_model, {name: card})."""
+    from peft import PeftModel
+
+    available = list_experts(experts_dir)
+    wanted = names or list(available)
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise ExpertError(f"unknown expert(s) {unknown} in {experts_dir}; available: {sorted(available)}")
+    if not wanted:
+        raise ExpertError(f"no experts in {experts_dir}")
+    cards = {}
+    model = lm.model
+    for i, name in enumerate(wanted):
+        folder = available[name]
+        card = read_card(folder)
+        check_base(card, folder, lm.name, lm.source)
+        if i == 0:
+            model = PeftModel.from_pretrained(lm.model, folder, adapter_name=name, is_trainable=False)
+        else:
+            model.load_adapter(folder, adapter_name=name, is_trainable=False)
+        cards[name] = dict(card, path=str(folder))
+    model.to(lm.device)
+    model.eval()
+    return model, cards

