@@ -1,0 +1,54 @@
+"""``train-experts``: stage 1, one LoRA expert per axis on one frozen base, then the latent space."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train-experts", help="train one LoRA expert per axis and the shared latent space")
+    p.add_argument("--base", default="smollm2-135m-instruct", help="base model spec (see --help of generate)")
+    p.add_argument("--data-dir", default=None, help="data directory (default: $ALIGNX_DATA_DIR or ../shared/data)")
+    p.add_argument("--axes", default="helpful,harmless,honest", help="comma-separated axes")
+    p.add_argument("--out", required=True, help="output folder, e.g. runs/NAME (one sub-folder per expert)")
+    p.add_argument("--preset", default="cpu", help="tiny | cpu | paper")
+    p.add_argument("--max-steps", type=int, default=None, help="override the preset's optimizer steps")
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--rows-per-axis", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/.work")
+    p.add_argument("--no-latent", action="store_true", help="skip fitting the latent alignment space")
+    p.add_argument("--latent-only", action="store_true", help="only (re)fit the latent space on OUT's experts")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alignx.data import AXES
+    from alignx.experts.config import preset
+    from alignx.models import load_model
+
+    axes = [a.strip() for a in args.axes.split(",") if a.strip()]
+    unknown = [a for a in axes if a not in AXES]
+    if unknown:
+        raise ValueError(f"unknown axis {unknown}; choose from {list(AXES)}")
+    cfg = preset(args.preset, max_steps=args.max_steps, learning_rate=args.learning_rate,
+                 rows_per_axis=args.rows_per_axis)
+    command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if not args.latent_only:
+        from alignx.experts.train import train_expert
+
+        for axis in axes:
+            print(f"== training the {axis} expert ({args.preset} preset) -> {args.out}/{axis}", file=sys.stderr)
+            lm = load_model(args.base, device=args.device)
+            path = train_expert(lm, axis, args.out, cfg, data_dir=args.data_dir, resume=args.resume,
+                                command=command)
+            print(f"saved {path}", file=sys.stderr)
+    if not args.no_latent:
+        from alignx.experts.latent_fit import fit_latent_space
+
+        lm = load_model(args.base, device=args.device)
+        report = fit_latent_space(lm, args.out, data_dir=args.data_dir, seed=cfg.seed, command=command)
+        print(f"latent space: nearest-centroid accuracy on held-out prompts "
+              f"{report['heldout_nearest_centroid_accuracy']:.3f}", file=sys.stderr)
+    return 0

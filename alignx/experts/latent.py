@@ -1,0 +1,235 @@
+"""The shared latent alignment space (k = 256), fitted on frozen features with axis supervision.
+
+Features: for adapter a (``__base__`` or an expert), h_a(x) = mean over the chat-templated
+tokens of x of the last hidden state of base+LoRA_a. Each adapter has its own head
+z_a = normalize(W_a standardize_a(h_a) + b_a) in R^k. One set of prototypes c_1..c_4 (the
+three axes + "misaligned") is shared by every head, which is what makes the space shared:
+
+  L = CE( [cos(z, c_j) / tau]_j , y ),  tau = 0.1
+
+y = the axis of a prompt, or "misaligned" for a prompt + unsafe (BeaverTails) or incorrect
+(TruthfulQA) answer: the negatives. The base head and the prototypes are fitted first; each
+expert head is then fitted with the prototypes frozen. The router reads the concatenation
+[z_base; z_expert_1; ...] (D = 4 x 256 = 1024 for three experts).
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from alignx import data as D
+from alignx.experts.io import write_json_atomic
+from alignx.generation import BASE, chat_prompt_ids
+
+K = 256
+TAU = 0.1
+NEGATIVE = "misaligned"
+CLASSES = (*D.AXES, NEGATIVE)
+Item = tuple[str, str | None]   # (prompt, optional assistant response)
+
+
+def _ids(tokenizer, item: Item) -> list[int]:
+    prompt, response = item
+    ids = chat_prompt_ids(tokenizer, prompt)
+    if response:
+        ids = ids + tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return ids
+
+
+@torch.inference_mode()
+def features(model, tokenizer, items: Sequence[Item | str], adapters: Sequence[str] | None = None,
+             batch_size: int = 16, max_length: int = 256) -> torch.Tensor:
+    """(n_adapters, n_items, d) mean-pooled last hidden states; one batched forward per item batch."""
+    items = [(x, None) if isinstance(x, str) else x for x in items]
+    adapters = list(adapters or [BASE])
+    is_peft = hasattr(model, "peft_config")
+    if not is_peft and adapters != [BASE]:
+        raise ValueError(f"adapters {adapters} need a peft model with those experts loaded")
+    device = next(model.parameters()).device
+    bf16 = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    out = []
+    for s in range(0, len(items), batch_size):
+        rows = [_ids(tokenizer, it)[:max_length] for it in items[s:s + batch_size]]
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows] * len(adapters), device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows] * len(adapters), device=device)
+        kw = {"adapter_names": [a for a in adapters for _ in rows]} if is_peft else {}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, **kw).hidden_states[-1]
+        pooled = (hs.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        out.append(pooled.view(len(adapters), len(rows), -1).cpu())
+    return torch.cat(out, dim=1)
+
+
+@dataclass
+class Head:
+    """standardize -> linear d->k -> L2 normalize."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        return F.normalize(((h - self.mean) / self.std) @ self.weight.T + self.bias, dim=-1)
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}.{k}": getattr(self, k).contiguous() for k in ("weight", "bias", "mean", "std")}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str) -> "Head":
+        return cls(*(t[f"{prefix}.{k}"] for k in ("weight", "bias", "mean", "std")))
+
+
+def fit_head(h: torch.Tensor, y: torch.Tensor, prototypes: torch.Tensor | None, k: int = K, steps: int = 300,
+             lr: float = 1e-2, seed: int = 0) -> tuple[Head, torch.Tensor, float]:
+    """Fit one head (and the prototypes when ``prototypes`` is None). Returns (head, prototypes, loss)."""
+    g = torch.Generator().manual_seed(seed)
+    mean, std = h.mean(0), h.std(0).clamp_min(1e-4)
+    x = (h - mean) / std
+    lin = torch.nn.Linear(h.shape[1], k)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(k, h.shape[1], generator=g) / h.shape[1] ** 0.5)
+        lin.bias.zero_()
+    learn_protos = prototypes is None
+    protos = torch.nn.Parameter(torch.randn(len(CLASSES), k, generator=g)) if learn_protos else prototypes.detach()
+    params = list(lin.parameters()) + ([protos] if learn_protos else [])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    for _ in range(steps):
+        z = F.normalize(lin(x), dim=-1)
+        loss = F.cross_entropy(z @ F.normalize(protos, dim=-1).T / TAU, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    head = Head(lin.weight.detach().clone(), lin.bias.detach().clone(), mean, std)
+    return head, F.normalize(protos.detach(), dim=-1), float(loss)
+
+
+def _sample(rows: list, n: int, seed: int) -> list:
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+def train_items(data_dir=None, per_axis: int = 150, seed: int = 0) -> tuple[list[Item], list[str]]:
+    """Prompts of the three axes' training data, and negatives (prompt + unsafe/incorrect answer)."""
+    from alignx.experts.sft import evaluation_prompts
+
+    banned = evaluation_prompts(data_dir)
+    alpaca = [r.prompt for r in D.load_alpaca(data_dir=data_dir, skip_bad=True) if r.prompt.strip() not in banned]
+    safety = [r.prompt for r in D.load_safety_instructions(data_dir=data_dir, skip_bad=True)]
+    tqa = D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
+    bt_train = D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0]
+    items: list[Item] = []
+    labels: list[str] = []
+    for axis, prompts in (("helpful", alpaca), ("harmless", safety), ("honest", [r.prompt for r in tqa])):
+        chosen = _sample(prompts, per_axis, seed)
+        items += [(p, None) for p in chosen]
+        labels += [axis] * len(chosen)
+    negatives = [(r.prompt, r.rejected) for r in bt_train] + [(r.prompt, r.rejected) for r in _sample(tqa, per_axis // 2, seed)]
+    items += negatives
+    labels += [NEGATIVE] * len(negatives)
+    return items, labels
+
+
+def heldout_prompts(data_dir=None, per_axis: int = 100, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Prompts no expert or head was fitted on: AlpacaEval instructions (helpful), the harmful
+    safety evaluation sets + the held-out half of BeaverTails (harmless), TruthfulQA test half (honest)."""
+    ref = D.resolve_data_dir(data_dir) / D.paths.FILES["alpaca_eval_reference"]
+    helpful = [r.prompt for r in D.load_model_outputs(ref)]
+    harmful = [r.prompt for n in D.SAFETY_HARMFUL_SETS for r in D.load_safety_eval(n, data_dir=data_dir)]
+    harmful += [r.prompt for r in D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[1]]
+    honest = [r.prompt for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[1]]
+    prompts, labels = [], []
+    for axis, rows in (("helpful", helpful), ("harmless", harmful), ("honest", honest)):
+        chosen = _sample(rows, per_axis, seed + 1)
+        prompts += chosen
+        labels += [axis] * len(chosen)
+    return prompts, labels
+
+
+def train_prompts(data_dir=None, per_axis: int = 150, seed: int = 0) -> tuple[list[str], list[str]]:
+    """The axis prompts of ``train_items`` (no negatives): the router's training set."""
+    items, labels = train_items(data_dir, per_axis, seed)
+    keep = [i for i, lab in enumerate(labels) if lab != NEGATIVE]
+    return [items[i][0] for i in keep], [labels[i] for i in keep]
+
+
+@dataclass
+class LatentSpace:
+    heads: dict[str, Head]                  # BASE and each expert name
+    prototypes: torch.Tensor                # (len(CLASSES), k), unit rows
+    experts: list[str]
+    card: dict = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return int(self.prototypes.shape[1])
+
+    @property
+    def adapters(self) -> list[str]:
+        return [BASE, *self.experts]
+
+    def project(self, feats: torch.Tensor) -> torch.Tensor:
+        """(n_adapters, n, d) features -> (n_adapters, n, k) unit latents, in ``adapters`` order."""
+        return torch.stack([self.heads[a](f) for a, f in zip(self.adapters, feats)])
+
+    def encode(self, model, tokenizer, prompts: Sequence[str]) -> torch.Tensor:
+        """The router input: (n, (1 + n_experts) * k), base block first."""
+        z = self.project(features(model, tokenizer, list(prompts), self.adapters))
+        return z.permute(1, 0, 2).reshape(len(prompts), -1)
+
+    def base_latent(self, model, tokenizer, prompts: Sequence[str]) -> torch.Tensor:
+        return self.heads[BASE](features(model, tokenizer, list(prompts), [BASE])[0])
+
+    def classify(self, z: torch.Tensor) -> list[str]:
+        """Nearest prototype of unit latents z (n, k)."""
+        return [CLASSES[i] for i in (z @ self.prototypes.T).argmax(-1).tolist()]
+
+    def save(self, experts_dir: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        root = Path(experts_dir)
+        (root / "latent").mkdir(parents=True, exist_ok=True)
+        tmp = root / "latent" / ".latent.safetensors.tmp"
+        save_file(dict(self.heads[BASE].tensors("base"), prototypes=self.prototypes.contiguous()), tmp)
+        tmp.replace(root / "latent" / "latent.safetensors")
+        for name in self.experts:
+            tmp = root / name / ".latent_head.safetensors.tmp"
+            save_file(self.heads[name].tensors("head"), tmp)
+            tmp.replace(root / name / "latent_head.safetensors")
+        write_json_atomic(root / "latent" / "card.json", dict(self.card, experts=self.experts, k=self.k,
+                                                              classes=list(CLASSES), tau=TAU))
+
+    @classmethod
+    def load(cls, experts_dir: str | Path) -> "LatentSpace":
+        from safetensors.torch import load_file
+
+        root = Path(experts_dir)
+        path = root / "latent" / "latent.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: fit the latent space with "
+                                    f"`python -m alignx train-experts --latent-only --out {root}`")
+        card = json.loads((root / "latent" / "card.json").read_text())
+        t = load_file(path)
+        heads = {BASE: Head.from_tensors(t, "base")}
+        for name in card["experts"]:
+            head_path = root / name / "latent_head.safetensors"
+            if not head_path.exists():
+                raise FileNotFoundError(f"{head_path} is missing: refit the latent space (--latent-only)")
+            heads[name] = Head.from_tensors(load_file(head_path), "head")
+        return cls(heads, t["prototypes"], list(card["experts"]), card)
+
+
+def nearest_centroid_accuracy(z_train: torch.Tensor, y_train: list[str], z_test: torch.Tensor,
+                              y_test: list[str]) -> float:
+    axes = sorted(set(y_train))
+    cents = F.normalize(torch.stack([z_train[[i for i, y in enumerate(y_train) if y == a]].mean(0) for a in axes]), dim=-1)
+    pred = [axes[i] for i in (F.normalize(z_test, dim=-1) @ cents.T).argmax(-1).tolist()]
+    return sum(p == y for p, y in zip(pred, y_test)) / len(y_test)

@@ -1,0 +1,74 @@
+"""Fit the latent alignment space on the experts of a folder, evaluate it, save it."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from alignx.experts.io import list_experts, load_experts
+from alignx.experts.latent import (CLASSES, NEGATIVE, LatentSpace, features, fit_head, heldout_prompts,
+                                   nearest_centroid_accuracy, train_items)
+from alignx.experts.latent_map import pca_map
+from alignx.generation import BASE
+
+log = logging.getLogger(__name__)
+
+
+def fit_latent_space(lm, experts_dir: str | Path, data_dir=None, seed: int = 0, per_axis: int = 150,
+                     heldout_per_axis: int = 100, steps: int = 300, command: str | None = None) -> dict:
+    """Load every expert of ``experts_dir`` onto ``lm``, fit the heads, save, and return the report."""
+    t0 = time.time()
+    names = list(list_experts(experts_dir))
+    if names:
+        model, _ = load_experts(lm, experts_dir, names)
+    else:
+        raise ValueError(f"no experts in {experts_dir}: train them first")
+    adapters = [BASE, *names]
+    items, labels = train_items(data_dir, per_axis, seed)
+    test_prompts, test_labels = heldout_prompts(data_dir, heldout_per_axis, seed)
+    log.info("latent features: %d train items, %d held-out prompts, %d adapters", len(items),
+             len(test_prompts), len(adapters))
+    h_train = features(model, lm.tokenizer, items, adapters)
+    h_test = features(model, lm.tokenizer, test_prompts, adapters)
+    y = torch.tensor([CLASSES.index(lab) for lab in labels])
+    heads, report = {}, {"per_head": {}}
+    base_head, protos, loss = fit_head(h_train[0], y, None, steps=steps, seed=seed)
+    heads[BASE] = base_head
+    report["per_head"][BASE] = {"train_loss": loss}
+    for i, name in enumerate(names, start=1):
+        heads[name], _, loss = fit_head(h_train[i], y, protos, steps=steps, seed=seed + i)
+        report["per_head"][name] = {"train_loss": loss}
+    space = LatentSpace(heads, protos, names)
+    axis_rows = [i for i, lab in enumerate(labels) if lab != NEGATIVE]
+    z_train = space.project(h_train[:, axis_rows])
+    z_test = space.project(h_test)
+    y_train = [labels[i] for i in axis_rows]
+    for a, name in enumerate(adapters):
+        report["per_head"][name]["heldout_nearest_centroid_accuracy"] = nearest_centroid_accuracy(
+            z_train[a], y_train, z_test[a], test_labels)
+        report["per_head"][name]["heldout_prototype_accuracy"] = sum(
+            p == t for p, t in zip(space.classify(z_test[a]), test_labels)) / len(test_labels)
+    concat_train = z_train.permute(1, 0, 2).reshape(len(axis_rows), -1)
+    concat_test = z_test.permute(1, 0, 2).reshape(len(test_prompts), -1)
+    report["heldout_nearest_centroid_accuracy"] = nearest_centroid_accuracy(concat_train, y_train, concat_test,
+                                                                           test_labels)
+    neg_rows = [i for i, lab in enumerate(labels) if lab == NEGATIVE]
+    z_neg = space.project(h_train[:1, neg_rows])[0]
+    report["train_negatives_nearest_prototype_misaligned"] = sum(
+        c == NEGATIVE for c in space.classify(z_neg)) / max(len(neg_rows), 1)
+    space.card = {
+        "kind": "alignx-latent-space", "base_model": lm.name, "base_source": lm.source, "k": space.k,
+        "loss": "cross-entropy over cosine similarity to shared prototypes / tau (see docs/METHOD.md)",
+        "data": {"train_items": len(items), "train_per_axis": per_axis, "train_negatives": len(neg_rows),
+                 "heldout_prompts": len(test_prompts), "heldout_per_axis": heldout_per_axis,
+                 "heldout_sources": "AlpacaEval instructions; I-CoNa, I-Controversial, I-PhysicalSafetyUnsafe "
+                                    "+ held-out BeaverTails half; TruthfulQA test half"},
+        "steps": steps, "seed": seed, "report": report, "wall_time_s": round(time.time() - t0, 1),
+        "command": command,
+    }
+    space.save(experts_dir)
+    pca_map(z_test[0], test_labels, test_prompts, Path(experts_dir) / "latent" / "heldout_map.json")
+    model.unload()
+    return report

@@ -1,0 +1,163 @@
+"""Train one LoRA expert per axis on a frozen base with transformers' Trainer.
+
+Checkpoints go to ``<out>/.work/<axis>/checkpoint-N`` every ``save_steps`` (``resume=True``
+continues from the newest); the finished expert is written to a temporary folder and renamed
+to ``<out>/<axis>`` in one step, so a killed run never leaves a complete-looking expert.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from alignx.experts.config import ExpertConfig
+from alignx.experts.io import write_json_atomic
+from alignx.experts.sft import PadCollator, axis_data, tokenize
+
+log = logging.getLogger(__name__)
+LossCallback = Callable[[str, int, float], None]   # (axis, step, loss)
+
+
+def _lora_model(lm, cfg: ExpertConfig):
+    from peft import LoraConfig, get_peft_model
+
+    n_layers = int(lm.model.config.num_hidden_layers)
+    first = n_layers - max(1, round(n_layers * cfg.layers_fraction))
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM",
+                      layers_to_transform=list(range(first, n_layers)) if first > 0 else None)
+    return get_peft_model(lm.model, lora)
+
+
+def use_bf16(lm, cfg: ExpertConfig) -> bool:
+    if cfg.bf16 is not None:
+        return cfg.bf16
+    if lm.device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return lm.dtype == torch.float32 and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@torch.no_grad()
+def response_loss(model, dataset, collator, batch_size: int = 8, bf16: bool = False) -> float:
+    """Mean token NLL on the response tokens of ``dataset`` (the experts' held-out loss)."""
+    model.eval()
+    device_type = next(model.parameters()).device.type
+    ctx = torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
+    total, count = 0.0, 0
+    for s in range(0, len(dataset), batch_size):
+        batch = collator([dataset[i] for i in range(s, min(s + batch_size, len(dataset)))])
+        batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+        with ctx:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                                                ignore_index=-100, reduction="sum")
+        total += float(nll)
+        count += int((labels != -100).sum())
+    return total / max(count, 1)
+
+
+class TrainingCancelled(RuntimeError):
+    """Raised when ``should_stop`` asked training to stop; the checkpoint is kept for ``resume``."""
+
+
+def _callbacks(axis: str, on_loss: LossCallback | None, should_stop: Callable[[], bool] | None):
+    from transformers import TrainerCallback
+
+    class Hook(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if on_loss and logs and "loss" in logs:
+                on_loss(axis, state.global_step, float(logs["loss"]))
+
+        def on_step_end(self, args, state, control, **kw):
+            if should_stop and should_stop():
+                control.should_save = True
+                control.should_training_stop = True
+
+    return [Hook()]
+
+
+def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir=None, resume: bool = False,
+                 on_loss: LossCallback | None = None, should_stop: Callable[[], bool] | None = None,
+                 command: str | None = None) -> Path:
+    """Train the ``axis`` expert on ``lm`` (a fresh LoadedModel: LoRA layers are injected into it)."""
+    from transformers import Trainer, TrainingArguments
+
+    out_dir = Path(out_dir)
+    work = out_dir / ".work" / axis
+    if not resume and work.exists():
+        shutil.rmtree(work)
+    data = axis_data(axis, cfg, data_dir)
+    tok = lm.tokenizer
+    train_ds = tokenize(tok, data.train, cfg.max_length)
+    held_ds = tokenize(tok, data.heldout, cfg.max_length)
+    collator = PadCollator(tok.pad_token_id)
+    model = _lora_model(lm, cfg)
+    bf16 = use_bf16(lm, cfg)
+    with model.disable_adapter():
+        base_heldout = response_loss(model, held_ds, collator, bf16=bf16)
+
+    args = TrainingArguments(
+        output_dir=str(work), per_device_train_batch_size=cfg.per_device_batch,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler, optim="adamw_torch",
+        logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
+        train_sampling_strategy="group_by_length", include_num_input_tokens_seen="non_padding",
+        report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        dataloader_num_workers=0, use_cpu=lm.device.type == "cpu", remove_unused_columns=False,
+        disable_tqdm=not sys.stderr.isatty(), bf16=bf16,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
+                      callbacks=_callbacks(axis, on_loss, should_stop))
+    has_ckpt = resume and any(work.glob("checkpoint-*"))
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=True if has_ckpt else None)
+    wall = time.time() - t0
+    if should_stop and should_stop():
+        log.warning("training of %s cancelled at step %d; checkpoint kept in %s (use --resume)",
+                    axis, trainer.state.global_step, work)
+        raise TrainingCancelled(f"training of {axis} cancelled at step {trainer.state.global_step}")
+    heldout = response_loss(model, held_ds, collator, bf16=bf16)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    card = {
+        "kind": "alignx-expert", "axis": axis, "base_model": lm.name, "base_source": lm.source,
+        "data": {"sources": data.sources, "train_rows": len(data.train), "train_examples": len(train_ds),
+                 "heldout_rows": len(held_ds), "data_dir": str(data_dir) if data_dir else None},
+        "hyperparameters": dict(cfg.to_dict(), bf16_autocast=bf16),
+        "steps": trainer.state.global_step,
+        "train_tokens": int(trainer.state.num_input_tokens_seen),
+        "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(wall, 1e-9), 1),
+        "losses": {"first_logged": losses[0] if losses else None, "final_logged": losses[-1] if losses else None,
+                   "train_loss_mean": result.training_loss, "heldout_response_loss": heldout,
+                   "heldout_response_loss_base": base_heldout,
+                   "heldout_perplexity": math.exp(min(heldout, 50))},
+        "loss_log": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
+        "wall_time_s": round(wall, 1),
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    final = out_dir / axis
+    tmp = Path(tempfile.mkdtemp(prefix=f".{axis}-", dir=out_dir))
+    try:
+        model.save_pretrained(tmp)                   # adapter "default" -> files directly in tmp
+        latent_head = final / "latent_head.safetensors"
+        if latent_head.exists():                     # a retrained adapter invalidates its latent head
+            log.info("dropping stale latent head of %s", axis)
+        write_json_atomic(tmp / "card.json", card)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    model.unload()                                   # give the base back without LoRA layers
+    return final

@@ -1,0 +1,95 @@
+"""Stage 1 on the tiny random model: training, checkpoints, resume, round trips, latent space."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alignx.experts import (ExpertError, LatentSpace, TrainingCancelled, fit_latent_space, list_experts,
+                            load_experts, preset, train_expert)
+from alignx.experts.sft import PadCollator, axis_data, tokenize
+from alignx.experts.train import response_loss
+from alignx.models import load_model
+
+
+def _train(tmp_path, data_dir, axis="honest", **kw):
+    lm = load_model("tiny-random")
+    return train_expert(lm, axis, tmp_path, preset("tiny", **kw), data_dir=data_dir)
+
+
+def test_two_steps_save_card_and_plain_peft_load(tmp_path, data_dir):
+    path = _train(tmp_path, data_dir)
+    card = json.loads((path / "card.json").read_text())
+    assert card["steps"] == 2 and card["axis"] == "honest" and card["base_model"] == "tiny-random"
+    assert card["train_tokens"] > 0 and card["losses"]["heldout_response_loss"] > 0
+    assert not (tmp_path / ".work" / "honest").exists()  # checkpoints cleaned after the atomic save
+    from peft import PeftModel
+
+    lm = load_model("tiny-random")
+    plain = PeftModel.from_pretrained(lm.model, path)
+    x = torch.tensor([[1, 5, 9, 12]])
+    ours, _ = load_experts(load_model("tiny-random"), tmp_path)
+    assert torch.allclose(plain(input_ids=x).logits, ours(input_ids=x, adapter_names=["honest"]).logits, atol=1e-6)
+    with plain.disable_adapter():
+        assert not torch.allclose(plain(input_ids=x).logits, ours(input_ids=x, adapter_names=["honest"]).logits)
+
+
+def test_loss_on_a_fixed_batch_falls(tmp_path, data_dir):
+    cfg = preset("tiny", max_steps=8, learning_rate=1e-2, rows_per_axis=4, batch_size=4, per_device_batch=4)
+    lm = load_model("tiny-random")
+    ds = tokenize(lm.tokenizer, axis_data("honest", cfg, data_dir).train, cfg.max_length)
+    before = response_loss(lm.model, ds, PadCollator(lm.tokenizer.pad_token_id))
+    path = train_expert(lm, "honest", tmp_path, cfg, data_dir=data_dir)
+    model, _ = load_experts(load_model("tiny-random"), tmp_path)
+    model.set_adapter("honest")
+    after = response_loss(model, ds, PadCollator(lm.tokenizer.pad_token_id))
+    assert after < before - 0.05, (before, after)
+    assert path.exists()
+
+
+def test_cancel_then_resume_continues_from_checkpoint(tmp_path, data_dir):
+    cfg = preset("tiny", max_steps=3)
+    lm = load_model("tiny-random")
+    with pytest.raises(TrainingCancelled, match="cancelled at step 1"):
+        train_expert(lm, "helpful", tmp_path, cfg, data_dir=data_dir, should_stop=lambda: True)
+    assert not (tmp_path / "helpful").exists()                 # no complete-looking expert
+    assert list((tmp_path / ".work" / "helpful").glob("checkpoint-1"))
+    resumed = []
+    path = train_expert(load_model("tiny-random"), "helpful", tmp_path, cfg, data_dir=data_dir, resume=True,
+                        on_loss=lambda a, s, loss: resumed.append(s))
+    assert resumed == [2, 3]                                   # continued after step 1, not from scratch
+    assert json.loads((path / "card.json").read_text())["steps"] == 3
+
+
+def test_bad_inputs(tmp_path, data_dir):
+    with pytest.raises(ValueError, match="unknown axis"):
+        _train(tmp_path, data_dir, axis="funny")
+    with pytest.raises(ValueError, match="no training examples"):
+        tokenize(load_model("tiny-random").tokenizer, [], 64)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+    _train(tmp_path, data_dir)
+    other = load_model("tiny-random")
+    other.name = "someone/else"
+    with pytest.raises(ExpertError, match="trained for base model 'tiny-random'"):
+        load_experts(other, tmp_path)
+    with pytest.raises(ExpertError, match="unknown expert"):
+        load_experts(load_model("tiny-random"), tmp_path, ["nope"])
+
+
+def test_latent_space_fit_and_roundtrip(tmp_path, data_dir):
+    for axis in ("helpful", "harmless", "honest"):
+        _train(tmp_path, data_dir, axis=axis, max_steps=1)
+    assert sorted(list_experts(tmp_path)) == ["harmless", "helpful", "honest"]
+    report = fit_latent_space(load_model("tiny-random"), tmp_path, data_dir=data_dir, per_axis=12,
+                              heldout_per_axis=6, steps=50)
+    assert 0 <= report["heldout_nearest_centroid_accuracy"] <= 1
+    space = LatentSpace.load(tmp_path)
+    assert space.k == 256 and space.experts == ["harmless", "helpful", "honest"]
+    model, _ = load_experts(load_model("tiny-random"), tmp_path)
+    z = space.encode(model, load_model("tiny-random").tokenizer, ["What is 2+2?", "How do I pick a lock?"])
+    assert z.shape == (2, 4 * 256)
+    blocks = z.view(2, 4, 256)
+    assert torch.allclose(blocks.norm(dim=-1), torch.ones(2, 4), atol=1e-5)
+    assert (tmp_path / "latent" / "heldout_map.json").exists()
