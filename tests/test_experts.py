@@ -93,3 +93,23 @@ def test_latent_space_fit_and_roundtrip(tmp_path, data_dir):
     blocks = z.view(2, 4, 256)
     assert torch.allclose(blocks.norm(dim=-1), torch.ones(2, 4), atol=1e-5)
     assert (tmp_path / "latent" / "heldout_map.json").exists()
+
+
+def test_custom_file_training_and_validation(tmp_path, data_dir):
+    from alignx.data import DataError, load_sft_file
+
+    good = tmp_path / "mine.csv"
+    good.write_text("prompt,response\n" + "".join(f"Say {i}.,{i}.\n" for i in range(12)))
+    pairs = [(r.prompt, r.response) for r in load_sft_file(good)]
+    path = train_expert(load_model("tiny-random"), "helpful", tmp_path / "out", preset("tiny"), pairs=pairs,
+                        name="my-expert")
+    card = json.loads((path / "card.json").read_text())
+    assert path.name == "my-expert" and card["data"]["sources"] == {"custom": 8}
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"prompt": "a", "response": "b"}, {"prompt": "c"}]')
+    with pytest.raises(DataError, match=r"bad\.json, row 1, field 'response': missing field"):
+        load_sft_file(bad)
+    with pytest.raises(DataError, match="unsupported file type"):
+        load_sft_file(tmp_path / "x.txt")
+    with pytest.raises(ValueError, match="expert name"):
+        train_expert(load_model("tiny-random"), "helpful", tmp_path, preset("tiny"), pairs=pairs, name="../evil")

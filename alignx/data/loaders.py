@@ -264,3 +264,29 @@ def load_preference_dimensions(source: PathLike = None, *, data_dir: PathLike = 
         field_str(path, i, r, "positive")
         field_str(path, i, r, "negative")
     return rows
+
+
+def load_sft_file(source: str | os.PathLike, *, axis: str = "helpful", limit: int | None = None,
+                  skip_bad: bool = False) -> list[AlignRecord]:
+    """A user's training file: JSON list / JSONL of ``{instruction, input?, output}`` (Alpaca) or
+    ``{prompt, response}``, or CSV with ``prompt,response`` columns. Every row is validated."""
+    path = Path(source)
+    if path.suffix.lower() == ".csv":
+        rows = read_csv(path, ["prompt", "response"])
+    elif path.suffix.lower() == ".jsonl":
+        rows = read_jsonl(path)
+    elif path.suffix.lower() == ".json":
+        rows = read_json_list(path)
+    else:
+        raise DataError(path, "unsupported file type: use .json, .jsonl or .csv")
+
+    def conv(i: int, r: Any) -> AlignRecord:
+        if isinstance(r, dict) and "instruction" in r:
+            prompt = _prompt(field_str(path, i, r, "instruction"),
+                             field_str(path, i, r, "input", allow_empty=True, default=""))
+            response = field_str(path, i, r, "output")
+        else:
+            prompt, response = field_str(path, i, r, "prompt"), field_str(path, i, r, "response")
+        return AlignRecord(axis, prompt, response, source=f"file:{path.name}", extra={"row": i})
+
+    return _limit(convert_rows(path, rows, conv, skip_bad), limit)

@@ -10,6 +10,7 @@ BeaverTails unsafe responses are never targets (they are latent-head negatives o
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import torch
 
@@ -37,10 +38,19 @@ def _take(rows: list[tuple[str, str]], cfg: ExpertConfig, rng: random.Random) ->
     return train, heldout
 
 
-def axis_data(axis: str, cfg: ExpertConfig, data_dir=None) -> AxisData:
+def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
+              pairs: list[tuple[str, str]] | None = None) -> AxisData:
+    """The axis's training and held-out pairs; ``pairs`` (e.g. from an uploaded file) replace
+    the built-in sources, still split into train and held-out."""
     if axis not in D.AXES:
         raise ValueError(f"unknown axis {axis!r}; choose from {list(D.AXES)}")
     rng = random.Random(cfg.seed)
+    if pairs is not None:
+        if len(pairs) < 2:
+            raise ValueError(f"need at least 2 training pairs, got {len(pairs)}")
+        held_n = min(cfg.heldout_rows, max(1, len(pairs) // 10))
+        train, held = _take(pairs, replace(cfg, heldout_rows=held_n), rng)
+        return AxisData(axis, train, held, {"custom": len(train)})
     banned = evaluation_prompts(data_dir)
     alpaca = [(r.prompt, r.response) for r in D.load_alpaca(data_dir=data_dir, skip_bad=True)
               if r.prompt.strip() not in banned]

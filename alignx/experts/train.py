@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 LossCallback = Callable[[str, int, float], None]   # (axis, step, loss)
 
 
-def _lora_model(lm, cfg: ExpertConfig):
+def lora_model(lm, cfg: ExpertConfig):
     from peft import LoraConfig, get_peft_model
 
     n_layers = int(lm.model.config.num_hidden_layers)
@@ -85,27 +85,11 @@ def _callbacks(axis: str, on_loss: LossCallback | None, should_stop: Callable[[]
     return [Hook()]
 
 
-def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir=None, resume: bool = False,
-                 on_loss: LossCallback | None = None, should_stop: Callable[[], bool] | None = None,
-                 command: str | None = None) -> Path:
-    """Train the ``axis`` expert on ``lm`` (a fresh LoadedModel: LoRA layers are injected into it)."""
-    from transformers import Trainer, TrainingArguments
+def training_arguments(lm, cfg: ExpertConfig, work: Path, bf16: bool):
+    """The Trainer arguments of an expert run (also used by bench/train.py)."""
+    from transformers import TrainingArguments
 
-    out_dir = Path(out_dir)
-    work = out_dir / ".work" / axis
-    if not resume and work.exists():
-        shutil.rmtree(work)
-    data = axis_data(axis, cfg, data_dir)
-    tok = lm.tokenizer
-    train_ds = tokenize(tok, data.train, cfg.max_length)
-    held_ds = tokenize(tok, data.heldout, cfg.max_length)
-    collator = PadCollator(tok.pad_token_id)
-    model = _lora_model(lm, cfg)
-    bf16 = use_bf16(lm, cfg)
-    with model.disable_adapter():
-        base_heldout = response_loss(model, held_ds, collator, bf16=bf16)
-
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(work), per_device_train_batch_size=cfg.per_device_batch,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -116,6 +100,37 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
         dataloader_num_workers=0, use_cpu=lm.device.type == "cpu", remove_unused_columns=False,
         disable_tqdm=not sys.stderr.isatty(), bf16=bf16,
     )
+
+
+def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir=None, resume: bool = False,
+                 on_loss: LossCallback | None = None, should_stop: Callable[[], bool] | None = None,
+                 command: str | None = None, pairs: list[tuple[str, str]] | None = None,
+                 name: str | None = None) -> Path:
+    """Train the ``axis`` expert on ``lm`` (a fresh LoadedModel: LoRA layers are injected into it).
+
+    ``pairs`` replaces the axis's built-in data (an uploaded file); ``name`` is the expert's folder
+    name (default: the axis). ``on_loss(axis, step, loss)`` is called at every logged step and
+    ``should_stop()`` after every step (cancel: the checkpoint is kept, ``TrainingCancelled``)."""
+    name = name or axis
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"expert name {name!r}: use letters, digits, '-' and '_' only")
+    from transformers import Trainer
+
+    out_dir = Path(out_dir)
+    work = out_dir / ".work" / name
+    if not resume and work.exists():
+        shutil.rmtree(work)
+    data = axis_data(axis, cfg, data_dir, pairs)
+    tok = lm.tokenizer
+    train_ds = tokenize(tok, data.train, cfg.max_length)
+    held_ds = tokenize(tok, data.heldout, cfg.max_length)
+    collator = PadCollator(tok.pad_token_id)
+    model = lora_model(lm, cfg)
+    bf16 = use_bf16(lm, cfg)
+    with model.disable_adapter():
+        base_heldout = response_loss(model, held_ds, collator, bf16=bf16)
+
+    args = training_arguments(lm, cfg, work, bf16)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
                       callbacks=_callbacks(axis, on_loss, should_stop))
     has_ckpt = resume and any(work.glob("checkpoint-*"))
@@ -129,7 +144,7 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     heldout = response_loss(model, held_ds, collator, bf16=bf16)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     card = {
-        "kind": "alignx-expert", "axis": axis, "base_model": lm.name, "base_source": lm.source,
+        "kind": "alignx-expert", "name": name, "axis": axis, "base_model": lm.name, "base_source": lm.source,
         "data": {"sources": data.sources, "train_rows": len(data.train), "train_examples": len(train_ds),
                  "heldout_rows": len(held_ds), "data_dir": str(data_dir) if data_dir else None},
         "hyperparameters": dict(cfg.to_dict(), bf16_autocast=bf16),
@@ -145,13 +160,11 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    final = out_dir / axis
-    tmp = Path(tempfile.mkdtemp(prefix=f".{axis}-", dir=out_dir))
+    final = out_dir / name                           # replacing it drops a stale latent head too
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir))
     try:
         model.save_pretrained(tmp)                   # adapter "default" -> files directly in tmp
-        latent_head = final / "latent_head.safetensors"
-        if latent_head.exists():                     # a retrained adapter invalidates its latent head
-            log.info("dropping stale latent head of %s", axis)
         write_json_atomic(tmp / "card.json", card)
         if final.exists():
             shutil.rmtree(final)
