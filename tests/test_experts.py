@@ -113,3 +113,18 @@ def test_custom_file_training_and_validation(tmp_path, data_dir):
         load_sft_file(tmp_path / "x.txt")
     with pytest.raises(ValueError, match="expert name"):
         train_expert(load_model("tiny-random"), "helpful", tmp_path, preset("tiny"), pairs=pairs, name="../evil")
+
+
+def test_export_in_fp16_keeps_logits(tmp_path, data_dir):
+    from alignx.experts.io import export_experts
+
+    _train(tmp_path / "run", data_dir, axis="harmless", learning_rate=0.05)
+    export_experts(tmp_path / "run", tmp_path / "ship")
+    assert json.loads((tmp_path / "ship" / "harmless" / "card.json").read_text())["shipped_dtype"] == "float16"
+    full, _ = load_experts(load_model("tiny-random"), tmp_path / "run")
+    half, _ = load_experts(load_model("tiny-random"), tmp_path / "ship")
+    assert next(p for n, p in half.named_parameters() if "lora_A" in n).dtype == torch.float32
+    x = torch.tensor([[1, 5, 9, 12, 30]])
+    a = full(input_ids=x, adapter_names=["harmless"]).logits
+    b = half(input_ids=x, adapter_names=["harmless"]).logits
+    assert torch.allclose(a, b, atol=1e-3) and not torch.equal(a, b)

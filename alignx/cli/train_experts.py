@@ -21,6 +21,19 @@ def register(sub) -> None:
     p.add_argument("--latent-only", action="store_true", help="only (re)fit the latent space on OUT's experts")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=run)
+    e = sub.add_parser("export-experts", help="copy trained experts to a folder the app ships, adapters in fp16")
+    e.add_argument("src", help="folder with trained experts (e.g. runs/NAME)")
+    e.add_argument("dst", help="destination (e.g. assets/experts)")
+    e.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    e.set_defaults(func=export)
+
+
+def export(args: argparse.Namespace) -> int:
+    from alignx.experts.io import export_experts
+
+    for path in export_experts(args.src, args.dst, args.dtype):
+        print(f"exported {path}", file=sys.stderr)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -85,3 +85,38 @@ def load_experts(lm, experts_dir: str | os.PathLike = DEFAULT_EXPERTS_DIR, names
     model.to(lm.device)
     model.eval()
     return model, cards
+
+
+def export_experts(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "float16") -> list[Path]:
+    """Copy every complete expert of ``src`` (and its latent space) to ``dst`` with the adapter
+    weights cast to ``dtype`` (fp16 halves the size of what the app ships; peft casts them back
+    to the model's dtype on load). Each folder is written to a temp dir and renamed."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    experts = list_experts(src)
+    if not experts:
+        raise ExpertError(f"no complete experts in {src}")
+    dst.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, folder in [*experts.items(), *([("latent", src / "latent")] if (src / "latent").is_dir() else [])]:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dst))
+        try:
+            for f in folder.iterdir():
+                if f.name == "adapter_model.safetensors":
+                    tensors = {k: v.to(getattr(torch, dtype)) for k, v in load_file(f).items()}
+                    save_file(tensors, tmp / f.name, metadata={"format": "pt"})
+                elif f.name == "card.json":
+                    write_json_atomic(tmp / f.name, dict(read_card(folder), shipped_dtype=dtype))
+                elif f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+            if (dst / name).exists():
+                shutil.rmtree(dst / name)
+            os.replace(tmp, dst / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        out.append(dst / name)
+    return out
