@@ -1,0 +1,229 @@
+"""Side-by-side arena: per-answer badges, a SQLite store of human votes, and Elo ratings.
+
+A vote says "for prompt P, among the answers of modes M1..Mn, mode W is best on axis A".
+It counts as W beating every other mode shown (n - 1 pairwise games). Ratings are kept per
+(model, axis, mode) and recomputed from the stored votes, oldest first, so the table is a
+pure function of the database. Within one vote all pairwise updates use the ratings from
+before the vote, so the order of the columns does not matter. See docs/method/app.md.
+
+``stream_answers`` streams several policies side by side (round robin, one token per column
+per step), the loop behind the app's Playground and Side-by-side tabs.
+
+No gradio here: the app (``app/tabs/``) and scripts both use this module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ContextManager, Iterable, Iterator, Sequence
+
+from alignx.data.records import AXES
+
+if TYPE_CHECKING:
+    from alignx.generation import Sampling
+    from alignx.policy import Policy
+
+K_FACTOR = 32.0
+INITIAL_ELO = 1000.0
+
+
+# --- streaming answers ---------------------------------------------------------------------------
+END_OF_TURN, TOKEN_LIMIT, STOPPED = "end of turn", "token limit", "stopped"
+
+
+@dataclass
+class Answer:
+    """One column's answer while it streams. ``ended`` is "" until it is finished, then the
+    text is stripped (while streaming it may start with the template's whitespace)."""
+
+    mode: str
+    text: str = ""
+    tokens: int = 0
+    ended: str = ""                 # "" | END_OF_TURN | TOKEN_LIMIT | STOPPED
+    seconds: float = 0.0            # wall time from the first request to the end
+    started: float = field(default_factory=time.perf_counter, repr=False)
+
+    def finish(self, reason: str) -> None:
+        self.ended, self.text = reason, self.text.strip()
+        self.seconds = time.perf_counter() - self.started
+
+
+def stream_answers(policies: dict[str, "Policy"], prompt: str, sampling: "Sampling",
+                   stop: threading.Event | None = None,
+                   lock: ContextManager | None = None) -> Iterator[dict[str, Answer]]:
+    """Answer ``prompt`` with every policy at once: one token per unfinished column per step.
+
+    Yields the same ``{mode: Answer}`` dict after every step, updated in place; the last yield
+    has every answer finished. ``stop`` ends all columns before their next forward pass.
+    ``lock`` (if given) is held around each single forward pass, so that concurrent requests
+    on one shared model interleave token by token instead of running their passes at once.
+    """
+    answers = {mode: Answer(mode) for mode in policies}
+    streams = {mode: p.stream(prompt, sampling, stop) for mode, p in policies.items()}
+    try:
+        while streams:
+            for mode, stream in list(streams.items()):
+                if lock is None:
+                    event = next(stream, None)
+                else:
+                    with lock:
+                        event = next(stream, None)
+                answer = answers[mode]
+                if event is None:   # decode returned: stop signal or max_new_tokens reached
+                    stopped = stop is not None and stop.is_set()
+                    answer.finish(STOPPED if stopped else TOKEN_LIMIT)
+                elif event.finished:
+                    answer.finish(END_OF_TURN)
+                else:
+                    answer.text += event.text
+                    answer.tokens += 1
+                    continue
+                del streams[mode]
+            yield answers
+    finally:
+        for stream in streams.values():
+            stream.close()
+
+
+def badges(prompt: str, answer: Answer) -> dict[str, int | float]:
+    """What is measured about one answer, shown under its column in the app.
+
+    Only the length (tokens generated) for now. Judge scores from ``alignx.eval`` belong
+    here, one key per measurement, once that module exists; never a placeholder value.
+    ``prompt`` is unused by the length badge; every judge needs it.
+    """
+    del prompt
+    return {"tokens": answer.tokens}
+
+
+# --- votes -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Vote:
+    prompt: str
+    answers: dict[str, str]         # mode -> answer, every column that was shown
+    winner: str                     # the mode judged best
+    axis: str                       # helpful | harmless | honest
+    model: str                      # base model name (votes of different models never mix)
+    meta: dict = field(default_factory=dict)    # e.g. the sampling settings
+    created: float = 0.0            # unix time; set by the store
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        check_vote(self.answers, self.winner, self.axis)
+
+
+def check_vote(answers: dict[str, str], winner: str, axis: str) -> None:
+    """Raise ValueError with a readable message if the vote cannot be counted."""
+    if axis not in AXES:
+        raise ValueError(f"unknown axis {axis!r}; choose from {list(AXES)}")
+    if not isinstance(answers, dict) or len(answers) < 2:
+        raise ValueError("a vote needs the answers of at least two modes (mode -> answer)")
+    if winner not in answers:
+        raise ValueError(f"winner {winner!r} is not one of the compared modes {sorted(answers)}")
+    if not all(isinstance(a, str) for a in answers.values()):
+        raise ValueError("every answer must be a string")
+
+
+def default_votes_path() -> Path:
+    """``$ALIGNX_VOTES_DB``, else ``<alignx cache>/votes.sqlite`` (``~/.cache/alignx`` by default)."""
+    if os.environ.get("ALIGNX_VOTES_DB"):
+        return Path(os.environ["ALIGNX_VOTES_DB"]).expanduser()
+    from alignx.models import cache_dir
+
+    return cache_dir() / "votes.sqlite"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS votes (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL    NOT NULL,
+    model   TEXT    NOT NULL,
+    axis    TEXT    NOT NULL,
+    winner  TEXT    NOT NULL,
+    prompt  TEXT    NOT NULL,
+    answers TEXT    NOT NULL,   -- JSON object mode -> answer
+    meta    TEXT    NOT NULL    -- JSON object
+);
+CREATE INDEX IF NOT EXISTS votes_model ON votes (model, id);
+"""
+
+
+class VoteStore:
+    """Votes in one SQLite file. Safe to share between threads (one connection per call)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else default_votes_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def add(self, vote: Vote) -> Vote:
+        created = vote.created or time.time()
+        row = (created, vote.model, vote.axis, vote.winner, vote.prompt,
+               json.dumps(vote.answers, ensure_ascii=False), json.dumps(vote.meta, ensure_ascii=False))
+        with self._lock, closing(self._connect()) as db, db:
+            cur = db.execute("INSERT INTO votes (created, model, axis, winner, prompt, answers, meta) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            vote_id = cur.lastrowid
+        return Vote(vote.prompt, vote.answers, vote.winner, vote.axis, vote.model, vote.meta, created, vote_id)
+
+    def votes(self, model: str | None = None) -> list[Vote]:
+        """All votes (of ``model`` if given), oldest first."""
+        query = "SELECT id, created, model, axis, winner, prompt, answers, meta FROM votes"
+        args: tuple = ()
+        if model is not None:
+            query, args = query + " WHERE model = ?", (model,)
+        with closing(self._connect()) as db:
+            rows = db.execute(query + " ORDER BY id", args).fetchall()
+        return [Vote(prompt, json.loads(answers), winner, axis, mdl, json.loads(meta), created, vid)
+                for vid, created, mdl, axis, winner, prompt, answers, meta in rows]
+
+    def count(self, model: str | None = None) -> int:
+        with closing(self._connect()) as db:
+            if model is None:
+                return db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
+            return db.execute("SELECT COUNT(*) FROM votes WHERE model = ?", (model,)).fetchone()[0]
+
+
+# --- Elo ---------------------------------------------------------------------------------------
+@dataclass
+class Rating:
+    elo: float = INITIAL_ELO
+    wins: int = 0       # votes this mode won on the axis
+    games: int = 0      # votes on the axis in which this mode was shown
+
+
+def expected(r_a: float, r_b: float) -> float:
+    """Probability that a player rated ``r_a`` beats one rated ``r_b``."""
+    return 1.0 / (1.0 + 10.0 ** ((r_b - r_a) / 400.0))
+
+
+def elo_ratings(votes: Iterable[Vote], k: float = K_FACTOR, initial: float = INITIAL_ELO,
+                modes: Sequence[str] = ()) -> dict[str, dict[str, Rating]]:
+    """axis -> mode -> Rating, replaying ``votes`` in order. ``modes`` are listed even unrated."""
+    table: dict[str, dict[str, Rating]] = {axis: {m: Rating(initial) for m in modes} for axis in AXES}
+    for vote in votes:
+        ratings = table.setdefault(vote.axis, {})
+        for mode in vote.answers:
+            ratings.setdefault(mode, Rating(initial))
+        before = {m: ratings[m].elo for m in vote.answers}
+        for loser in vote.answers:
+            if loser == vote.winner:
+                continue
+            gain = k * (1.0 - expected(before[vote.winner], before[loser]))
+            ratings[vote.winner].elo += gain
+            ratings[loser].elo -= gain
+        for mode in vote.answers:
+            ratings[mode].games += 1
+        ratings[vote.winner].wins += 1
+    return table

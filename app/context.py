@@ -1,0 +1,98 @@
+"""What every tab shares: the loaded ``Studio``, the vote store, and per-session run control."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from alignx.arena import VoteStore
+from alignx.generation import Sampling
+from alignx.studio import Studio
+
+MODEL_QUEUE = "model"   # concurrency_id shared by every event that runs the model
+
+
+@dataclass
+class AppContext:
+    studio: Studio
+    votes: VoteStore
+    concurrency: int = 1            # model events running at once (the queue holds the rest)
+    notice: str = ""                # shown under the title, e.g. why a fallback model is served
+    # Held around each forward pass: sessions share one model whose peft adapter selection is
+    # per call, so passes of concurrent requests must not overlap (they interleave per token).
+    model_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def model_name(self) -> str:
+        return self.studio.lm.name
+
+    def model_events(self) -> dict:
+        """Keyword arguments for every event that runs the model: one shared, limited queue."""
+        return {"concurrency_id": MODEL_QUEUE, "concurrency_limit": self.concurrency}
+
+
+class Run:
+    """One session's current generation in one tab: its stop signal and whether it runs.
+
+    Kept in ``gr.State``; gradio deep-copies a state's initial value for each new session,
+    which here means a fresh, independent ``Run`` (an Event itself cannot be copied).
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.active = False
+        self.answers: dict = {}         # mode -> alignx.arena.Answer, updated while streaming
+
+    def __deepcopy__(self, memo) -> "Run":
+        return type(self)()
+
+    def begin(self, stop: threading.Event | None = None) -> threading.Event:
+        """A fresh stop signal for a new generation (an old one may still be winding down)."""
+        self.stop = stop or threading.Event()
+        self.active, self.answers = True, {}
+        return self.stop
+
+    def end(self) -> None:
+        self.active = False
+
+    def request_stop(self) -> bool:
+        """Signal the running generation; False when nothing was running."""
+        if not self.active:
+            return False
+        self.stop.set()
+        return True
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop.is_set()
+
+
+def sampling_from(max_new_tokens, temperature, top_p, seed=0) -> Sampling:
+    """Validated ``Sampling`` from UI/API values; a bad value raises ``gr.Error``."""
+    try:
+        return Sampling(_as_int(max_new_tokens, "max_new_tokens"), float(temperature), float(top_p),
+                        None if seed is None else _as_int(seed, "seed"))
+    except (TypeError, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def _as_int(value, name: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"{name} must be an integer, got {value!r}")
+
+
+def check_prompt(prompt) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise gr.Error("Type a prompt first.")
+    return prompt.strip()
+
+
+def policy_for(studio: Studio, mode: str):
+    try:
+        return studio.policy(mode)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None

@@ -1,0 +1,221 @@
+"""Side by side: one prompt answered by every mode in columns, votes per axis, Elo leaderboard.
+
+Columns come from ``studio.modes()`` when the page is built, so a mode added to the Studio
+(an expert, the MoCaE fusions) gets its column without changes here. Badges come from
+``alignx.arena.badges`` (only measured values), ratings from ``alignx.arena.elo_ratings``.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import threading
+from typing import Iterator
+
+import gradio as gr
+
+from alignx.arena import K_FACTOR, INITIAL_ELO, STOPPED, Vote, badges, elo_ratings, stream_answers
+from alignx.data.records import AXES
+from app.context import AppContext, Run, check_prompt, policy_for, sampling_from
+from app.examples import example_prompts
+from app.streaming import iterate_in_thread
+
+DEFAULT_MAX_TOKENS = 128
+
+
+class Comparison(Run):
+    """A session's current side-by-side run, and which axes it has been voted on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompt, self.meta, self.voted = "", {}, set()
+
+    def begin(self, prompt: str = "", meta: dict | None = None, stop: threading.Event | None = None):
+        self.prompt, self.meta, self.voted = prompt, dict(meta or {}), set()
+        return super().begin(stop)
+
+
+def badge_html(prompt: str, answer, stopped: bool = False) -> str:
+    """Measured badges of one column (``alignx.arena.badges``) and its state."""
+    parts = [f"{v} {k}" for k, v in badges(prompt, answer).items()]
+    state = STOPPED if stopped and not answer.ended else (answer.ended or "streaming…")
+    spans = "".join(f'<span class="badge">{html.escape(p)}</span>' for p in parts)
+    return f'{spans}<span class="badge badge-state">{html.escape(state)}</span>'
+
+
+class Arena:
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
+        self.modes = ctx.studio.modes()
+
+    # --- core, shared by the page and the API ---------------------------------------------------
+    def _stream(self, prompt, max_new_tokens, temperature, top_p, seed, stop: threading.Event):
+        """Validated inputs and the stream of every mode's answer (run in its own thread)."""
+        prompt = check_prompt(prompt)
+        sampling = sampling_from(max_new_tokens, temperature, top_p, seed)
+        policies = {mode: policy_for(self.ctx.studio, mode) for mode in self.modes}
+        return prompt, sampling, iterate_in_thread(
+            lambda: stream_answers(policies, prompt, sampling, stop, self.ctx.model_lock), stop)
+
+    def leaderboard(self) -> dict:
+        """Elo per axis per mode for the served model, from every stored vote."""
+        votes = self.ctx.votes.votes(self.ctx.model_name)
+        table = elo_ratings(votes, modes=self.modes)
+        return {"model": self.ctx.model_name, "votes": len(votes), "k": K_FACTOR, "initial": INITIAL_ELO,
+                "axes": {axis: [{"mode": m, "elo": round(r.elo, 1), "wins": r.wins, "games": r.games}
+                                for m, r in sorted(table[axis].items(), key=lambda kv: -kv[1].elo)]
+                         for axis in AXES}}
+
+    def record_vote(self, prompt: str, answers: dict, winner: str, axis: str, meta: dict) -> dict:
+        try:
+            vote = Vote(prompt, dict(answers), winner, axis, self.ctx.model_name, meta)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        self.ctx.votes.add(vote)
+        return self.leaderboard()
+
+    def table(self) -> list[list]:
+        """Rows for the page: mode, Elo per axis, votes the mode was shown in."""
+        board = self.leaderboard()["axes"]
+        by_mode: dict[str, dict] = {}
+        for axis in AXES:
+            for row in board[axis]:
+                by_mode.setdefault(row["mode"], {})[axis] = row
+        order = self.modes + sorted(set(by_mode) - set(self.modes))
+        return [[m] + [round(by_mode[m][a]["elo"]) if a in by_mode[m] else INITIAL_ELO for a in AXES]
+                + [sum(by_mode[m].get(a, {}).get("games", 0) for a in AXES)] for m in order]
+
+    def refresh(self):
+        return self.table(), self.votes_caption()
+
+    def votes_caption(self) -> str:
+        n = self.ctx.votes.count(self.ctx.model_name)
+        return (f"{n} vote{'s' if n != 1 else ''} for `{self.ctx.model_name}` · Elo K = {K_FACTOR:g}, "
+                f"start {INITIAL_ELO:g}; a vote for a column counts as that mode beating every other column.")
+
+    # --- API endpoints ---------------------------------------------------------------------------
+    def api_compare(self, prompt: str, max_new_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
+                    top_p: float = 1.0, seed: int = 0) -> Iterator[dict]:
+        """Answers of every mode to `prompt`, streamed: {mode: answer so far}."""
+        _, _, stream = self._stream(prompt, max_new_tokens, temperature, top_p, seed, threading.Event())
+        for answers in stream:
+            yield {m: a.text if a.ended else a.text.lstrip() for m, a in answers.items()}
+
+    def api_vote(self, prompt: str, answers: dict, winner: str, axis: str) -> dict:
+        """Record that `winner` (a mode) gave the best of `answers` ({mode: answer}) on `axis`."""
+        return self.record_vote(check_prompt(prompt), answers, winner, axis, {"source": "api"})
+
+    def api_leaderboard(self) -> dict:
+        """Elo per axis per mode for the served model."""
+        return self.leaderboard()
+
+    # --- page callbacks ----------------------------------------------------------------------------
+    def compare(self, prompt, max_new_tokens, temperature, top_p, seed, run: Comparison) -> Iterator[list]:
+        """Yields every column's text, then every column's badges."""
+        stop = threading.Event()
+        prompt, sampling, stream = self._stream(prompt, max_new_tokens, temperature, top_p, seed, stop)
+        run.begin(prompt, {"source": "ui", "max_new_tokens": sampling.max_new_tokens,
+                           "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed},
+                  stop)
+        try:
+            for answers in stream:
+                run.answers = answers
+                yield self._columns(run)
+        finally:
+            run.end()
+
+    def _columns(self, run: Comparison, stopped: bool = False) -> list:
+        answers = [run.answers[m] for m in self.modes]
+        texts = [a.text if a.ended else a.text.lstrip() for a in answers]
+        return texts + [badge_html(run.prompt, a, stopped) for a in answers]
+
+    def stop(self, run: Comparison):
+        if not run.request_stop() or not run.answers:
+            return [gr.skip()] * (2 * len(self.modes))
+        return [gr.skip()] * len(self.modes) + self._columns(run, stopped=True)[len(self.modes):]
+
+    def vote(self, winner: str, axis: str, run: Comparison):
+        """A vote button: ``winner``'s column is best on ``axis`` for the current comparison."""
+        if not run.answers or len(run.answers) < 2:
+            gr.Warning("Compare first: a vote needs the answers of at least two modes.")
+            return gr.skip(), gr.skip()
+        if run.active:
+            gr.Warning("Wait until every column has finished (or press Stop), then vote.")
+            return gr.skip(), gr.skip()
+        if axis in run.voted:
+            gr.Warning(f"You already voted on {axis} for this comparison.")
+            return gr.skip(), gr.skip()
+        meta = dict(run.meta, ended={m: (a.ended or STOPPED) for m, a in run.answers.items()})
+        self.record_vote(run.prompt, {m: a.text.strip() for m, a in run.answers.items()}, winner, axis, meta)
+        run.voted.add(axis)
+        gr.Info(f"Vote saved: {winner} is best on {axis}.")
+        return self.table(), self.votes_caption()
+
+
+def build(ctx: AppContext, demo: gr.Blocks) -> None:
+    cb = Arena(ctx)
+    run = gr.State(Comparison())
+    with gr.Row(equal_height=False):
+        prompt = gr.Textbox(label="Prompt", lines=3, max_lines=10, scale=4, elem_id="sbs-prompt",
+                            placeholder="One prompt, answered by every mode…")
+        with gr.Column(scale=1, min_width=200):
+            compare_btn = gr.Button("Compare", variant="primary", elem_id="sbs-compare")
+            stop_btn = gr.Button("Stop", variant="stop", elem_id="sbs-stop")
+    with gr.Row(equal_height=False):
+        with gr.Accordion("Sampling (same for every column)", open=False):
+            max_new_tokens = gr.Slider(1, 1024, value=DEFAULT_MAX_TOKENS, step=1, precision=0,
+                                       label="Max new tokens", elem_id="sbs-max-tokens")
+            with gr.Row():
+                temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature", info="0 = greedy",
+                                        elem_id="sbs-temperature")
+                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
+            seed = gr.Number(value=0, precision=0, label="Seed", info="used when temperature > 0")
+        with gr.Accordion("Example prompts", open=False):
+            examples = example_prompts()
+            gr.Examples([[p] for axis in AXES for p in examples[axis]], inputs=[prompt], cache_examples=False,
+                        label="helpful, harmless, honest", examples_per_page=12)
+
+    texts, badge_boxes, vote_buttons = [], [], []
+    can_vote = len(cb.modes) >= 2
+    with gr.Row(elem_classes=["sbs-columns"]):
+        for mode in cb.modes:
+            with gr.Column(min_width=240, elem_classes=["sbs-col"], elem_id=f"col-{mode.replace(':', '-')}"):
+                gr.Markdown(f"### {mode}", elem_classes=["sbs-mode"])
+                texts.append(gr.Textbox(show_label=False, lines=12, max_lines=12, interactive=False,
+                                        autoscroll=True, container=False, elem_classes=["sbs-answer"],
+                                        placeholder="(answer appears here)"))
+                badge_boxes.append(gr.HTML("", elem_classes=["sbs-badges"], padding=False))
+                if can_vote:
+                    gr.Markdown("Best answer for…", elem_classes=["vote-label"])
+                    with gr.Row(elem_classes=["vote-row"]):
+                        for axis in AXES:
+                            vote_buttons.append((mode, axis, gr.Button(
+                                axis, size="sm", variant="secondary", min_width=0,
+                                elem_classes=["vote-btn", f"vote-{axis}"]
+                            )))
+    if not can_vote:
+        gr.Markdown("Only one mode is loaded (no experts), so there is nothing to vote between. "
+                    "Start the app with an experts folder (`--experts-dir`) to compare modes.",
+                    elem_classes=["note"])
+
+    gr.Markdown("### Leaderboard", elem_classes=["section-title"])
+    board = gr.Dataframe(headers=["mode", *AXES, "votes (shown in)"], interactive=False,
+                         datatype=["str", "number", "number", "number", "number"], elem_id="leaderboard",
+                         show_row_numbers=False)
+    caption = gr.Markdown(elem_classes=["caption"], elem_id="leaderboard-caption")
+
+    outputs = texts + badge_boxes
+    start = gr.on([compare_btn.click, prompt.submit], lambda: [""] * len(outputs), None, outputs,
+                  queue=False, api_name="clear_columns", api_visibility="private")
+    gen = start.then(cb.compare, [prompt, max_new_tokens, temperature, top_p, seed, run], outputs,
+                     api_name="compare_columns", api_visibility="private", **ctx.model_events())
+    stop_btn.click(cb.stop, run, outputs, cancels=[gen], queue=False, api_name="stop_compare",
+                   api_visibility="private")
+    for mode, axis, button in vote_buttons:
+        button.click(functools.partial(cb.vote, mode, axis), run, [board, caption], api_name="vote_column",
+                     api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    demo.load(cb.refresh, None, [board, caption], api_name="refresh_leaderboard", api_visibility="private",
+              show_progress="hidden")
+
+    gr.api(cb.api_compare, api_name="compare", **ctx.model_events())
+    gr.api(cb.api_vote, api_name="vote", concurrency_limit=None)
+    gr.api(cb.api_leaderboard, api_name="leaderboard", concurrency_limit=None)

@@ -1,0 +1,43 @@
+"""The page: a header naming the served model, then one tab per part of the studio."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import gradio as gr
+
+from app.context import AppContext
+from app.tabs import arena, playground
+
+CSS_FILE = Path(__file__).resolve().parents[1] / "assets" / "app.css"
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="emerald", neutral_hue="slate")
+
+
+def header_html(ctx: AppContext) -> str:
+    lm, studio = ctx.studio.lm, ctx.studio
+    experts = ", ".join(studio.experts) or "none loaded"
+    facts = [("model", lm.name), ("weights", lm.source), ("device", str(lm.device)),
+             ("experts", experts), ("router", "loaded" if studio.mocae is not None else "none")]
+    items = "".join(f'<span class="fact"><b>{html.escape(k)}</b> {html.escape(v)}</span>' for k, v in facts)
+    notice = f'<div class="notice">{html.escape(ctx.notice)}</div>' if ctx.notice else ""
+    return (f'<div class="ax-header"><div class="ax-title">AlignX Studio</div>'
+            f'<div class="ax-sub">Helpful · harmless · honest: calibrated experts for one model</div>'
+            f'<div class="ax-facts">{items}</div>{notice}</div>')
+
+
+def build_demo(ctx: AppContext) -> gr.Blocks:
+    with gr.Blocks(title="AlignX Studio") as demo:
+        gr.HTML(header_html(ctx), padding=False, elem_id="ax-header-box")
+        with gr.Tabs():
+            with gr.Tab("Playground", id="playground", elem_id="tab-playground"):
+                playground.build(ctx)
+            with gr.Tab("Side by side", id="side-by-side", elem_id="tab-side-by-side"):
+                arena.build(ctx, demo)
+    demo.queue(default_concurrency_limit=ctx.concurrency)
+    return demo
+
+
+def launch(demo: gr.Blocks, **kwargs):
+    """``demo.launch`` with the studio's theme and stylesheet (gradio 6 takes both here)."""
+    kwargs.setdefault("footer_links", ["api", "settings"])
+    return demo.launch(theme=THEME, css_paths=[CSS_FILE], **kwargs)

@@ -1,0 +1,61 @@
+"""Shared by the app tests (no tests here): tiny experts on disk and an in-process server.
+
+The experts are random LoRA adapters of the ``tiny-random`` model, one per axis, saved in
+the standard layout (peft adapter + ``card.json``), so the app shows four columns without
+any training. Their weights are random: they only make the modes differ.
+"""
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+AXES = ("helpful", "harmless", "honest")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_tiny_experts(root: Path) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from alignx.tiny import tiny_model
+
+    for i, axis in enumerate(AXES):
+        model, _ = tiny_model()
+        torch.manual_seed(i)
+        peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                                      init_lora_weights=False))
+        folder = root / axis
+        peft_model.save_pretrained(folder)
+        (folder / "card.json").write_text(json.dumps({"axis": axis, "base_model": "tiny-random",
+                                                      "base_source": "tiny-random"}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_experts(tmp_path_factory) -> Path:
+    return make_tiny_experts(tmp_path_factory.mktemp("experts"))
+
+
+@pytest.fixture(scope="session")
+def tiny_app(tiny_experts, tmp_path_factory):
+    """The app on tiny-random + three tiny experts, served in this process. Yields its URL and context."""
+    from alignx.arena import VoteStore
+    from alignx.studio import Studio
+    from app.context import AppContext
+    from app.ui import build_demo, launch
+
+    studio = Studio.load("tiny-random", tiny_experts, device="cpu")
+    ctx = AppContext(studio, VoteStore(tmp_path_factory.mktemp("votes") / "votes.sqlite"))
+    demo = build_demo(ctx)
+    _, url, _ = launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                       quiet=True, share=False)
+    yield url, ctx
+    demo.close()
