@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 log = logging.getLogger("alignx.app")
 
@@ -73,9 +74,8 @@ def load_studio(spec: str, experts_dir: str | None, device: str):
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # gradio's own startup probes
     args = parse_args(argv)
-    import time
-
     from alignx.arena import VoteStore
     from alignx.models import ModelNotFoundError
 

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from test_app_support import tiny_app, tiny_experts  # noqa: F401  (fixtures)
+from test_app_support import CountingLock, tiny_app, tiny_experts  # noqa: F401  (fixtures)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -44,7 +44,7 @@ def answer_text(page) -> str:
     return page.locator("#pg-answer textarea").input_value()
 
 
-def test_generate_then_stop(page, artifacts):
+def test_generate_then_stop(page, artifacts, tiny_app, monkeypatch):
     from playwright.sync_api import expect
 
     page.locator("#pg-prompt textarea").fill("Give three tips for staying healthy.")
@@ -56,7 +56,9 @@ def test_generate_then_stop(page, artifacts):
     expect(page.locator("#pg-status")).to_contain_text(re.compile(r"12 tokens .* token limit"))
     page.screenshot(path=str(artifacts / "app-playground.png"))
 
-    # a long answer, stopped while it streams
+    # a long answer (20 ms per forward pass: 1024 tokens would take > 20 s), stopped while it streams
+    counter = CountingLock(delay=0.02)
+    monkeypatch.setattr(tiny_app[1], "model_lock", counter)
     set_number(page, "pg-max-tokens", 1024)
     page.locator("#pg-prompt textarea").fill("Tell me a very long story about the sea.")
     page.locator("#pg-generate").click()
@@ -65,14 +67,19 @@ def test_generate_then_stop(page, artifacts):
     page.locator("#pg-stop").click()
     expect(page.locator("#pg-status")).to_contain_text("stopped")
     status = page.locator("#pg-status").inner_text()
-    tokens = int(re.match(r"(\d+) tokens", status).group(1)) if re.match(r"\d+ tokens", status) else 0
+    match = re.search(r"(\d+) tokens", status)
+    assert match, status
+    tokens = int(match.group(1))
     assert 0 < tokens < 1024
-    frozen = answer_text(page)
-    page.wait_for_timeout(1500)
-    assert answer_text(page) == frozen                            # nothing streams after Stop
+    page.wait_for_timeout(500)
+    passes, frozen = counter.passes, answer_text(page)
+    page.wait_for_timeout(1000)
+    assert counter.passes == passes < 1024                         # the model stopped
+    assert answer_text(page) == frozen                            # and nothing streams after Stop
     page.screenshot(path=str(artifacts / "app-playground-stopped.png"))
 
     # the server still answers after a stop
+    monkeypatch.undo()
     set_number(page, "pg-max-tokens", 5)
     page.locator("#pg-generate").click()
     expect(page.locator("#pg-status")).to_contain_text("5 tokens")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class CountingLock:
+    """Stands in for the app's model lock (``AppContext.model_lock``), taken once per forward
+    pass: counts the passes, and can slow each one down so a generation outlasts a click."""
+
+    def __init__(self, delay: float = 0.0):
+        self.lock, self.passes, self.delay = threading.Lock(), 0, delay
+
+    def __enter__(self):
+        self.lock.acquire()
+        self.passes += 1
+        if self.delay:
+            time.sleep(self.delay)
+
+    def __exit__(self, *exc):
+        self.lock.release()
 
 
 def make_tiny_experts(root: Path) -> Path:

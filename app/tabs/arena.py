@@ -209,7 +209,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     gen = start.then(cb.compare, [prompt, max_new_tokens, temperature, top_p, seed, run], outputs,
                      api_name="compare_columns", api_visibility="private", **ctx.model_events())
     stop_btn.click(cb.stop, run, outputs, cancels=[gen], queue=False, api_name="stop_compare",
-                   api_visibility="private")
+                   api_visibility="private", show_progress="hidden")
     for mode, axis, button in vote_buttons:
         button.click(functools.partial(cb.vote, mode, axis), run, [board, caption], api_name="vote_column",
                      api_visibility="private", concurrency_limit=None, show_progress="hidden")

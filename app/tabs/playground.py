@@ -93,5 +93,6 @@ def build(ctx: AppContext) -> None:
     start = gr.on([generate_btn.click, prompt.submit], lambda: ("", ""), None, [answer, status],
                   queue=False, api_name="clear", api_visibility="private")
     gen = start.then(cb.generate, inputs, answer, api_name="generate", **ctx.model_events())
-    gen.success(cb.status, run, status, queue=False, api_name="status", api_visibility="private")
-    stop_btn.click(cb.stop, run, status, cancels=[gen], queue=False, api_name="stop")
+    gen.success(cb.status, run, status, queue=False, api_name="status", api_visibility="private",
+                show_progress="hidden")
+    stop_btn.click(cb.stop, run, status, cancels=[gen], queue=False, api_name="stop", show_progress="hidden")
