@@ -12,12 +12,26 @@ MoCaE logit fusion is one row per expert in one batched forward.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import torch
 
 BASE = "__base__"  # peft's name for "no adapter" inside a mixed-adapter batch
+_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: torch.nn.Module) -> threading.RLock:
+    """One lock per model object, held around each forward pass (never across a generator's
+    yields: gradio resumes generators on other threads). Code that changes adapter state
+    (scalings, active adapters) holds it from the change until the state is restored."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 @dataclass(frozen=True)
@@ -142,7 +156,8 @@ class ModelStep:
         device = next(self.model.parameters()).device
         x = torch.tensor([list(ids)] * self.rows, device=device)
         kwargs = {"adapter_names": self.adapter_names} if self.adapter_names else {}
-        out = self.model(input_ids=x, past_key_values=self.past, use_cache=True, **kwargs)
+        with model_lock(self.model):
+            out = self.model(input_ids=x, past_key_values=self.past, use_cache=True, **kwargs)
         self.past = out.past_key_values
         logits = out.logits[:, -1, :].float()
         if self.temperatures is not None:

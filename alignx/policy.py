@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from alignx.generation import BASE, ModelStep, Sampling, TokenEvent, chat_prompt_ids, decode, eos_ids
+from alignx.generation import BASE, ModelStep, Sampling, TokenEvent, chat_prompt_ids, decode, eos_ids, model_lock
 
 
 class Policy:
@@ -21,7 +21,7 @@ class Policy:
     def __init__(self, model: torch.nn.Module, tokenizer):
         self.model, self.tokenizer = model, tokenizer
         self.eos = eos_ids(tokenizer, model)
-        self.lock = threading.RLock()   # one generation at a time per model (peft state, KV memory)
+        self.lock = model_lock(model)   # shared by every policy of this model; per forward, not per stream
 
     # --- to override -------------------------------------------------------------------------
     def make_step(self, prompt: str):
@@ -38,9 +38,8 @@ class Policy:
     def stream(self, prompt: str, sampling: Sampling | None = None,
                stop: threading.Event | None = None) -> Iterator[TokenEvent]:
         sampling = sampling or Sampling()
-        with self.lock:
-            step = self.make_step(prompt)
-            yield from decode(step, self.prompt_ids(prompt), self.tokenizer, sampling, stop, self.eos)
+        step = self.make_step(prompt)
+        yield from decode(step, self.prompt_ids(prompt), self.tokenizer, sampling, stop, self.eos)
 
     def answer(self, prompt: str, sampling: Sampling | None = None, stop: threading.Event | None = None) -> str:
         return "".join(ev.text for ev in self.stream(prompt, sampling, stop)).strip()
@@ -73,7 +72,8 @@ class Policy:
             pad = self.tokenizer.pad_token_id or 0
             ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-            lp = self.token_logprobs(ids.to(self.device), mask.to(self.device)).cpu()
+            with self.lock:
+                lp = self.token_logprobs(ids.to(self.device), mask.to(self.device)).cpu()
             for b, (r, st) in enumerate(zip(rows, starts)):
                 scores.append(float(lp[b, st - 1:len(r) - 1].sum()))
         return scores
@@ -112,24 +112,23 @@ class SinglePolicy(Policy):
         """Batched ``model.generate`` with left padding: much faster than one prompt at a time."""
         sampling = sampling or Sampling()
         tok, out = self.tokenizer, []
-        with self.lock:
-            for s in range(0, len(prompts), batch_size):
-                batch = [self.prompt_ids(p) for p in prompts[s:s + batch_size]]
-                width = max(map(len, batch))
-                pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-                ids = torch.tensor([[pad] * (width - len(r)) + r for r in batch], device=self.device)
-                mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in batch], device=self.device)
-                kw = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad,
-                          eos_token_id=sorted(self.eos) or None)
-                if sampling.temperature > 0:
-                    if sampling.seed is not None:
-                        torch.manual_seed(sampling.seed)
-                    kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-                else:
-                    kw.update(do_sample=False)
+        for s in range(0, len(prompts), batch_size):
+            batch = [self.prompt_ids(p) for p in prompts[s:s + batch_size]]
+            width = max(map(len, batch))
+            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in batch], device=self.device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in batch], device=self.device)
+            kw = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad, eos_token_id=sorted(self.eos) or None)
+            if sampling.temperature > 0:
+                kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            else:
+                kw.update(do_sample=False)
+            with self.lock:
+                if sampling.temperature > 0 and sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, **kw, **self._names(len(batch)))
-                for j, row in enumerate(gen[:, width:]):
-                    out.append(tok.decode(row, skip_special_tokens=True).strip())
-                    if on_done:
-                        on_done(s + j, out[-1])
+            for j, row in enumerate(gen[:, width:]):
+                out.append(tok.decode(row, skip_special_tokens=True).strip())
+                if on_done:
+                    on_done(s + j, out[-1])
         return out

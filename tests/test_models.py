@@ -72,3 +72,16 @@ def test_default_model_from_wheel_answers(default_lm):
     answer = SinglePolicy(default_lm.model, default_lm.tokenizer).answer(
         "What is the capital of France?", Sampling(max_new_tokens=20))
     assert "Paris" in answer
+
+
+def test_stream_can_be_resumed_from_another_thread(tiny_lm):
+    """gradio advances generators on worker threads: no lock may be held across yields."""
+    pol = SinglePolicy(tiny_lm.model, tiny_lm.tokenizer)
+    gen = pol.stream("hello", Sampling(max_new_tokens=6, temperature=1.0))
+    first = next(gen)
+    rest = []
+    t = threading.Thread(target=lambda: rest.extend(gen))
+    t.start()
+    t.join(30)
+    assert first is not None and not t.is_alive()
+    assert SinglePolicy(tiny_lm.model, tiny_lm.tokenizer).lock is pol.lock   # one lock per model
