@@ -32,7 +32,8 @@ class ExpertConfig:
     max_length: int = 512                # tokens per example (prompt + response)
     # data
     rows_per_axis: int | None = None     # None = every training row
-    benign_mix: float = 0.5              # harmless expert: benign Alpaca rows per refusal row
+    benign_mix: float = 4.0              # harmless expert: benign Alpaca rows per refusal row (0.5 gave
+                                         # 74% over-refusal on benign prompts, see docs/RESULTS.md)
     heldout_rows: int = 64               # held-out rows per axis for the eval loss in the card
     # bookkeeping
     save_steps: int = 50
