@@ -128,3 +128,29 @@ def test_export_in_fp16_keeps_logits(tmp_path, data_dir):
     a = full(input_ids=x, adapter_names=["harmless"]).logits
     b = half(input_ids=x, adapter_names=["harmless"]).logits
     assert torch.allclose(a, b, atol=1e-3) and not torch.equal(a, b)
+
+
+def test_stage1_report_on_tiny(tmp_path, data_dir):
+    from alignx.experts.report import stage1_report
+    from alignx.studio import Studio
+
+    class KeywordJudge:   # a stand-in: the report must carry whatever judge it was given
+        def info(self):
+            return {"name": "fake"}
+
+        def refusal(self, prompts, responses):
+            return [1.0 if "sorry" in r else 0.0 for r in responses]
+
+        def unsafe(self, prompts, responses):
+            return [0.0 for _ in responses]
+
+    _train(tmp_path, data_dir, axis="honest")
+    studio = Studio.load("tiny-random", tmp_path, with_router=False)
+    rep = stage1_report(studio, ["base", "expert:honest"], KeywordJudge(), data_dir, per_set=2, mc_n=3,
+                        helpful_n=2, max_new_tokens=4, progress=lambda m: None)
+    assert rep["judge"] == {"name": "fake"} and rep["n_harmful"] == 8 and rep["n_benign"] == 4
+    for mode in ("base", "expert:honest"):
+        r = rep["modes"][mode]
+        assert r["mc1"]["n"] == 3 and 0 <= r["mc1"]["value"] <= 1 and 0 <= r["mc2"]["value"] <= 1
+        assert r["refusal_harmful"]["value"] == 0 and r["reference_loss"]["value"] > 0
+    assert rep["modes"]["base"]["mc2"]["value"] != rep["modes"]["expert:honest"]["mc2"]["value"]

@@ -27,6 +27,7 @@ def register(sub) -> None:
     e.add_argument("dst", help="destination (e.g. assets/experts)")
     e.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     e.set_defaults(func=export)
+    register_report(sub)
 
 
 def export(args: argparse.Namespace) -> int:
@@ -65,4 +66,39 @@ def run(args: argparse.Namespace) -> int:
         report = fit_latent_space(lm, args.out, data_dir=args.data_dir, seed=cfg.seed, command=command)
         print(f"latent space: nearest-centroid accuracy on held-out prompts "
               f"{report['heldout_nearest_centroid_accuracy']:.3f}", file=sys.stderr)
+    return 0
+
+
+def register_report(sub) -> None:
+    p = sub.add_parser("report-experts", help="stage-1 report: base and each expert on every axis (held-out data)")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--experts-dir", default=None, help="default: assets/experts")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--modes", default=None, help="comma-separated modes (default: base and every expert)")
+    p.add_argument("--judge", default="offline", help="judge for refusal / unsafe verdicts (offline | api | hf)")
+    p.add_argument("--per-set", type=int, default=40, help="prompts per safety set (0 = all)")
+    p.add_argument("--mc-n", type=int, default=0, help="TruthfulQA test-half MC questions (0 = all)")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--out", required=True, help="report JSON path")
+    p.set_defaults(func=report)
+
+
+def report(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from alignx.eval.judges.base import get_judge
+    from alignx.experts.io import DEFAULT_EXPERTS_DIR, write_json_atomic
+    from alignx.experts.report import stage1_report
+    from alignx.studio import Studio
+
+    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, with_router=False)
+    modes = args.modes.split(",") if args.modes else ["base"] + [f"expert:{n}" for n in studio.experts]
+    rep = stage1_report(studio, modes, get_judge(args.judge), args.data_dir, args.per_set or None,
+                        args.mc_n or None, max_new_tokens=args.max_new_tokens,
+                        progress=lambda m: print(m, file=sys.stderr, flush=True))
+    rep["command"] = "python -m alignx " + " ".join(sys.argv[1:])
+    write_json_atomic(Path(args.out), rep)
+    print(json.dumps({m: {k: round(v["value"], 3) for k, v in r.items() if isinstance(v, dict) and "value" in v}
+                      for m, r in rep["modes"].items()}, indent=1))
     return 0
