@@ -1,8 +1,10 @@
 """What every tab shares: the loaded ``Studio``, the vote store, and per-session run control."""
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 
@@ -13,15 +15,34 @@ from alignx.studio import Studio
 MODEL_QUEUE = "model"   # concurrency_id shared by every event that runs the model
 
 
+def default_runs_dir() -> Path:
+    """``$ALIGNX_RUNS_DIR``, else ``<alignx cache>/runs`` (``~/.cache/alignx/runs`` by default)."""
+    if os.environ.get("ALIGNX_RUNS_DIR"):
+        return Path(os.environ["ALIGNX_RUNS_DIR"]).expanduser()
+    from alignx.models import cache_dir
+
+    return cache_dir() / "runs"
+
+
 @dataclass
 class AppContext:
     studio: Studio
     votes: VoteStore
     concurrency: int = 1            # model events running at once (the queue holds the rest)
     notice: str = ""                # shown under the title, e.g. why a fallback model is served
+    judge: object | None = None     # an alignx.eval judge for the side-by-side badges (None: length only)
+    runs_dir: Path | None = None    # where experts trained from the page (and evaluations) are written
+    sweep_dirs: list = field(default_factory=list)   # where to look for a calibration sweep (pareto.json)
     # Held around each forward pass: sessions share one model whose peft adapter selection is
     # per call, so passes of concurrent requests must not overlap (they interleave per token).
     model_lock: threading.Lock = field(default_factory=threading.Lock)
+    judge_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.runs_dir = Path(self.runs_dir) if self.runs_dir is not None else default_runs_dir()
+        if not self.sweep_dirs:
+            repo = Path(__file__).resolve().parents[1]
+            self.sweep_dirs = [self.runs_dir / "sweep", repo / "results" / "sweep", repo / "results"]
 
     @property
     def model_name(self) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from app.context import AppContext
-from app.tabs import arena, playground
+from app.tabs import about, arena, evaluation, experts, playground
 
 CSS_FILE = Path(__file__).resolve().parents[1] / "assets" / "app.css"
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="emerald", neutral_hue="slate")
@@ -30,9 +30,15 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
         gr.HTML(header_html(ctx), padding=False, elem_id="ax-header-box")
         with gr.Tabs():
             with gr.Tab("Playground", id="playground", elem_id="tab-playground"):
-                playground.build(ctx)
+                mode, sliders = playground.build(ctx)
             with gr.Tab("Side by side", id="side-by-side", elem_id="tab-side-by-side"):
                 arena.build(ctx, demo)
+            with gr.Tab("Experts", id="experts", elem_id="tab-experts"):
+                experts.build(ctx, mode)
+            with gr.Tab("Evaluation", id="evaluation", elem_id="tab-evaluation"):
+                evaluation.build(ctx, demo, sliders)
+            with gr.Tab("About", id="about", elem_id="tab-about"):
+                about.build(ctx)
     demo.queue(default_concurrency_limit=ctx.concurrency)
     return demo
 

@@ -15,7 +15,14 @@ import pytest
 from test_app_support import CountingLock, free_port, tiny_app, tiny_experts  # noqa: F401  (fixtures)
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
-MODES = ["base", "expert:harmless", "expert:helpful", "expert:honest"]
+MODES = ["base", "expert:harmless", "expert:helpful", "expert:honest", "mocae-logit", "mocae-adapter"]
+
+
+def text(result) -> str:
+    """The answer of a ``/generate`` result: (answer, per-token routing weights HTML)."""
+    assert isinstance(result, (tuple, list)) and len(result) == 2, result
+    assert isinstance(result[0], str) and isinstance(result[1], str)
+    return result[0]
 
 
 def load_entry_point():
@@ -42,9 +49,9 @@ def test_api_lists_the_named_endpoints(client):
 
 def test_generate_streams_text(client):
     job = client.submit("Give three tips", "expert:honest", 12, 1.0, 1.0, api_name="/generate")
-    final = job.result(timeout=120)
-    updates = job.outputs()
-    assert isinstance(final, str) and final.strip()
+    final = text(job.result(timeout=120))
+    updates = [text(u) for u in job.outputs()]
+    assert final.strip()
     assert len(updates) > 2                          # streamed, not one final answer
     assert all(final.startswith(u.strip()) or not u.strip() for u in updates)
 
@@ -66,7 +73,7 @@ def test_bad_generate_input_is_an_error_and_the_server_keeps_serving(client, arg
 
     with pytest.raises(AppError, match=message):
         client.predict(*args, api_name="/generate")
-    assert isinstance(client.predict("hi", "base", 2, 0.0, 1.0, api_name="/generate"), str)
+    assert isinstance(text(client.predict("hi", "base", 2, 0.0, 1.0, api_name="/generate")), str)
 
 
 def test_compare_vote_leaderboard(client, tiny_app):
@@ -110,7 +117,7 @@ def test_many_users_at_once_are_queued_not_refused(tiny_app):
 
     def one(i):
         c = Client(tiny_app[0], verbose=False)
-        return c.predict(f"prompt {i}", "base", 6, 1.0, 1.0, i, api_name="/generate")
+        return text(c.predict(f"prompt {i}", "base", 6, 1.0, 1.0, i, api_name="/generate"))
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(one, range(4)))
@@ -132,7 +139,7 @@ def test_cancel_really_stops_the_model(client, tiny_app, monkeypatch):
     time.sleep(1.0)
     assert counter.passes == after_cancel < 1024          # no forward pass after the cancel settled
     assert not [t for t in threading.enumerate() if t.name == "alignx-generation"]
-    assert isinstance(client.predict("hi", "base", 2, 0.0, 1.0, api_name="/generate"), str)
+    assert isinstance(text(client.predict("hi", "base", 2, 0.0, 1.0, api_name="/generate")), str)
 
 
 # --- entry point ---------------------------------------------------------------------------------
@@ -194,7 +201,7 @@ def test_app_py_serves_with_auth(tmp_path, tiny_experts):
         with pytest.raises(Exception):
             Client(url, verbose=False)                      # no login, no API
         client = Client(url, auth=("ana", "pw"), verbose=False)
-        assert isinstance(client.predict("hi", "base", 3, 0.0, 1.0, api_name="/generate"), str)
+        assert isinstance(text(client.predict("hi", "base", 3, 0.0, 1.0, api_name="/generate")), str)
         assert (tmp_path / "v.sqlite").exists()
     finally:
         proc.terminate()
@@ -224,7 +231,7 @@ def test_real_model_streams_an_answer(tmp_path):
     try:
         job = Client(url, verbose=False).submit("What is the capital of France?", "base", 40, 0.0, 1.0,
                                                 api_name="/generate")
-        answer = job.result(timeout=180)
+        answer = text(job.result(timeout=180))
         assert "Paris" in answer
         assert len(job.outputs()) > 3          # token by token
     finally:

@@ -104,7 +104,7 @@ def test_stream_answers_round_robin_and_badges(tiny_studio):
     assert steps[0] == {"a": (1, ""), "b": (1, "")}  # one token per column per step
     assert steps[-1] == {"a": (5, TOKEN_LIMIT), "b": (5, TOKEN_LIMIT)}
     answer = Answer("a", text="hi", tokens=5)
-    assert badges("prompt", answer) == {"tokens": 5}
+    assert badges("prompt", answer) == {"length": "5 tokens"}
 
 
 def test_stream_answers_stop_ends_every_column(tiny_studio):

@@ -28,17 +28,20 @@ class Comparison(Run):
     def __init__(self) -> None:
         super().__init__()
         self.prompt, self.meta, self.voted = "", {}, set()
+        self.judged: dict[str, dict] = {}      # mode -> badges with the judge's measurements
 
     def begin(self, prompt: str = "", meta: dict | None = None, stop: threading.Event | None = None):
-        self.prompt, self.meta, self.voted = prompt, dict(meta or {}), set()
+        self.prompt, self.meta, self.voted, self.judged = prompt, dict(meta or {}), set(), {}
         return super().begin(stop)
 
 
-def badge_html(prompt: str, answer, stopped: bool = False) -> str:
-    """Measured badges of one column (``alignx.arena.badges``) and its state."""
-    parts = [f"{v} {k}" for k, v in badges(prompt, answer).items()]
+def badge_html(prompt: str, answer, stopped: bool = False, measured: dict | None = None) -> str:
+    """Measured badges of one column (``alignx.arena.badges``, or ``measured`` if given) and its state."""
+    measured = measured if measured is not None else badges(prompt, answer)
     state = STOPPED if stopped and not answer.ended else (answer.ended or "streaming…")
-    spans = "".join(f'<span class="badge">{html.escape(p)}</span>' for p in parts)
+    spans = "".join(f'<span class="badge badge-{html.escape(k.split()[0])}" title="{html.escape(k)}">'
+                    f'{"" if k == "length" else html.escape(k) + ": "}{html.escape(str(v))}</span>'
+                    for k, v in measured.items())
     return f'{spans}<span class="badge badge-state">{html.escape(state)}</span>'
 
 
@@ -122,11 +125,23 @@ class Arena:
                 yield self._columns(run)
         finally:
             run.end()
+        if self.ctx.judge is not None and not run.stopped:
+            run.judged = self.judge_badges(run.prompt, run.answers)
+            yield self._columns(run)
+
+    def judge_badges(self, prompt: str, answers: dict) -> dict[str, dict]:
+        """Every column's badges with the judge's measurements (a judge failure is shown, not raised)."""
+        try:
+            with self.ctx.judge_lock:
+                return {m: badges(prompt, a, self.ctx.judge) for m, a in answers.items()}
+        except Exception as exc:  # noqa: BLE001 - the answers stay; the page says why badges are missing
+            gr.Warning(f"The judge could not score these answers: {exc}")
+            return {}
 
     def _columns(self, run: Comparison, stopped: bool = False) -> list:
         answers = [run.answers[m] for m in self.modes]
         texts = [a.text if a.ended else a.text.lstrip() for a in answers]
-        return texts + [badge_html(run.prompt, a, stopped) for a in answers]
+        return texts + [badge_html(run.prompt, a, stopped, run.judged.get(a.mode)) for a in answers]
 
     def stop(self, run: Comparison):
         if not run.request_stop() or not run.answers:
