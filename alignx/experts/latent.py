@@ -108,7 +108,7 @@ def fit_head(h: torch.Tensor, y: torch.Tensor, prototypes: torch.Tensor | None, 
         loss.backward()
         opt.step()
     head = Head(lin.weight.detach().clone(), lin.bias.detach().clone(), mean, std)
-    return head, F.normalize(protos.detach(), dim=-1), float(loss)
+    return head, F.normalize(protos.detach(), dim=-1), float(loss.detach())
 
 
 def _sample(rows: list, n: int, seed: int) -> list:

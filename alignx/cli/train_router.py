@@ -1,0 +1,34 @@
+"""``train-router``: stage 2, fit the MoCaE router, clusters and expert temperatures."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+
+def register(sub) -> None:
+    from alignx.cli import add_model_args
+
+    p = sub.add_parser("train-router", help="train the MoCaE router for an experts folder")
+    add_model_args(p)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--per-axis", type=int, default=150, help="training prompts per axis")
+    p.add_argument("--heldout-per-axis", type=int, default=100)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alignx.experts.io import DEFAULT_EXPERTS_DIR
+    from alignx.mocae.train import train_mocae
+    from alignx.studio import Studio
+
+    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device, with_router=False)
+    command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    mocae = train_mocae(studio, args.data_dir, args.per_axis, args.heldout_per_axis, command=command,
+                        progress=lambda m: print(m, file=sys.stderr, flush=True))
+    h = mocae.card["heldout"]
+    print(json.dumps({"routing_accuracy": h["routing_accuracy"], "confusion_matrix": h["confusion_matrix"],
+                      "clusters_train": h["clusters_train"], "heldout_novel_share": h["heldout_novel_share"],
+                      "expert_calibration": mocae.card["expert_calibration"]}, indent=1))
+    return 0

@@ -1,0 +1,119 @@
+"""Fused decoding of the experts, exact in both modes.
+
+Logit fusion: one batched forward over the experts (peft ``adapter_names``, one row each);
+    log p(t) = logsumexp_i( log w_i + log softmax(logits_i / tau_i)(t) )
+with tau_i each expert's calibration temperature. With ``per_token`` the weights are
+recomputed after every token from the running mean of each adapter's last hidden states
+(a base row joins the batch), i.e. the router re-reads the latent of prompt + answer so far.
+
+Adapter fusion: one stream whose LoRA update is sum_i w_i s_i B_i A_i (s_i = alpha_i / r_i):
+a persistent rank-sum(r_i) adapter built once with peft's ``add_weighted_adapter(...,
+combination_type="cat")`` (A = [w_1 s_1 A_1; ...], B = [B_1, ...], scaling 1) whose A blocks are
+rewritten in place whenever the weights change, under the model lock.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from alignx.generation import BASE, model_lock
+
+FUSED = "__mocae__"
+
+
+class FusedAdapter:
+    """The ``cat`` adapter of the experts, reweighted in place."""
+
+    def __init__(self, model, experts: Sequence[str]):
+        self.model, self.experts = model, list(experts)
+        with model_lock(model):
+            if FUSED not in model.peft_config:
+                model.add_weighted_adapter(self.experts, [1.0] * len(self.experts), FUSED, combination_type="cat")
+            self.blocks = []
+            for module in model.modules():
+                if hasattr(module, "lora_A") and FUSED in getattr(module, "lora_A", {}):
+                    parts, row = [], 0
+                    for e in self.experts:
+                        a = module.lora_A[e].weight
+                        parts.append((a, module.scaling[e] / module.scaling[FUSED], slice(row, row + a.shape[0])))
+                        row += a.shape[0]
+                    self.blocks.append((module.lora_A[FUSED].weight, parts))
+        self.current: tuple[float, ...] | None = None
+
+    @torch.no_grad()
+    def set_weights(self, w: Sequence[float]) -> None:
+        """Write w into the fused adapter; the caller holds ``model_lock(model)``."""
+        key = tuple(round(float(x), 8) for x in w)
+        if key == self.current:
+            return
+        for target, parts in self.blocks:
+            for wi, (a, scale, rows) in zip(key, parts):
+                target[rows].copy_(a * (wi * scale))
+        self.current = key
+
+    def delta_weight(self, module) -> torch.Tensor:
+        """The fused adapter's weight delta of one LoRA layer (for tests: equals the explicit sum)."""
+        return module.get_delta_weight(FUSED)
+
+
+class AdapterFusionStep:
+    """KV-cached single stream through the fused adapter with fixed weights."""
+
+    def __init__(self, fused: FusedAdapter, weights: torch.Tensor):
+        self.fused, self.w, self.past = fused, weights, None
+        self.report = dict(zip(fused.experts, weights.tolist()))
+
+    @torch.inference_mode()
+    def __call__(self, ids: Sequence[int]):
+        model = self.fused.model
+        x = torch.tensor([list(ids)], device=next(model.parameters()).device)
+        with model_lock(model):
+            self.fused.set_weights(self.w.tolist())
+            out = model(input_ids=x, past_key_values=self.past, use_cache=True, adapter_names=[FUSED])
+        self.past = out.past_key_values
+        return torch.log_softmax(out.logits[0, -1].float(), -1), self.report
+
+
+class LogitFusionStep:
+    """All experts in one batched forward; the next-token distribution is their weighted mixture."""
+
+    def __init__(self, model, experts: Sequence[str], temperatures: Sequence[float], weights: torch.Tensor,
+                 reroute: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.model, self.experts = model, list(experts)
+        self.rows = self.experts + ([BASE] if reroute else [])
+        self.temps = torch.tensor(list(temperatures), dtype=torch.float32)
+        self.w, self.reroute, self.past = weights.float(), reroute, None
+        self.h_sum, self.h_count = None, 0
+
+    @torch.inference_mode()
+    def __call__(self, ids: Sequence[int]):
+        device = next(self.model.parameters()).device
+        x = torch.tensor([list(ids)] * len(self.rows), device=device)
+        with model_lock(self.model):
+            out = self.model(input_ids=x, past_key_values=self.past, use_cache=True, adapter_names=self.rows,
+                             output_hidden_states=self.reroute is not None)
+        self.past = out.past_key_values
+        n = len(self.experts)
+        lp = torch.log_softmax(out.logits[:n, -1].float() / self.temps[:, None].to(device), -1)
+        if self.reroute is not None:
+            h = out.hidden_states[-1].float().sum(1)            # (rows, d), running mean below
+            self.h_sum = h if self.h_sum is None else self.h_sum + h
+            self.h_count += x.shape[1]
+            mean = self.h_sum / self.h_count                    # rows: experts..., base
+            self.w = self.reroute(torch.cat([mean[n:], mean[:n]]).cpu())   # LatentSpace order: base first
+        mixed = torch.logsumexp(torch.log(self.w.clamp_min(1e-12)).to(device)[:, None] + lp, dim=0)
+        return mixed, dict(zip(self.experts, self.w.tolist()))
+
+
+def mixture_token_logprobs(model, experts: Sequence[str], temperatures: Sequence[float], w: torch.Tensor,
+                           input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L-1) log p_mix(token t+1 | <= t) for right-padded rows, all experts in one batch."""
+    n, b = len(experts), input_ids.shape[0]
+    names = [e for e in experts for _ in range(b)]
+    logits = model(input_ids=input_ids.repeat(n, 1), attention_mask=attention_mask.repeat(n, 1),
+                   adapter_names=names).logits[:, :-1].float()
+    temps = torch.tensor(list(temperatures), device=logits.device).repeat_interleave(b)[:, None, None]
+    lp = torch.log_softmax(logits / temps, -1).gather(-1, input_ids.repeat(n, 1)[:, 1:, None]).squeeze(-1)
+    lp = lp.view(n, b, -1)
+    return torch.logsumexp(torch.log(w.clamp_min(1e-12)).to(lp.device)[:, None, None] + lp, dim=0)

@@ -1,0 +1,101 @@
+"""The MoCaE router W_r (n_experts x D) over the latent features, and eps-clusters of prompts.
+
+Router: logits = W_r z + b, z = [z_base; z_expert_1; ...] in R^{(1 + n) k}; probabilities
+softmax(logits / T). Trained with cross-entropy on the axis of mixed training prompts (AdamW).
+
+Clusters (granularity eps = 0.05): DBSCAN on the base-head latents of the training prompts
+with cosine distance 1 - cos(z_a, z_b), radius eps, min_samples core points. A new prompt
+joins the cluster of its nearest core point if that point is within eps, else it is novel
+(cluster -1). Each cluster carries a prior pi_c over experts: its prompts' axis counts + 1
+(Laplace), normalized; novel prompts get the uniform prior.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+EPS = 0.05
+MIN_SAMPLES = 3
+
+
+@dataclass
+class Router:
+    weight: torch.Tensor          # (n_experts, D)
+    bias: torch.Tensor            # (n_experts,)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.weight.T + self.bias
+
+    @classmethod
+    def fit(cls, z: torch.Tensor, y: torch.Tensor, n_experts: int, steps: int = 300, lr: float = 1e-2,
+            weight_decay: float = 0.01, seed: int = 0) -> tuple["Router", float]:
+        g = torch.Generator().manual_seed(seed)
+        w = torch.nn.Parameter(torch.randn(n_experts, z.shape[1], generator=g) * 0.01)
+        b = torch.nn.Parameter(torch.zeros(n_experts))
+        opt = torch.optim.AdamW([w, b], lr=lr, weight_decay=weight_decay)
+        for _ in range(steps):
+            loss = F.cross_entropy(z @ w.T + b, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return cls(w.detach().clone(), b.detach().clone()), float(loss.detach())
+
+
+def dbscan_cosine(z: torch.Tensor, eps: float = EPS, min_samples: int = MIN_SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (n,) with -1 for noise, and the core mask, for unit vectors ``z`` under cosine distance."""
+    z = F.normalize(z.float(), dim=-1)
+    near = (1 - z @ z.T) <= eps
+    core = near.sum(1) >= min_samples
+    labels = torch.full((len(z),), -1, dtype=torch.long)
+    cluster = 0
+    for i in range(len(z)):
+        if not core[i] or labels[i] >= 0:
+            continue
+        labels[i] = cluster
+        frontier = [i]
+        while frontier:
+            j = frontier.pop()
+            for n in torch.nonzero(near[j]).flatten().tolist():
+                if labels[n] < 0:
+                    labels[n] = cluster
+                    if core[n]:
+                        frontier.append(n)
+        cluster += 1
+    return labels, core
+
+
+@dataclass
+class Clusters:
+    centers: torch.Tensor         # (m, k) unit latents of the core training points
+    center_labels: torch.Tensor   # (m,) cluster id of each core point
+    priors: torch.Tensor          # (n_clusters, n_experts)
+    eps: float = EPS
+
+    @classmethod
+    def fit(cls, z: torch.Tensor, axis_index: torch.Tensor, n_experts: int, eps: float = EPS,
+            min_samples: int = MIN_SAMPLES) -> "Clusters":
+        labels, core = dbscan_cosine(z, eps, min_samples)
+        n_clusters = int(labels.max()) + 1 if (labels >= 0).any() else 0
+        priors = torch.ones(n_clusters, n_experts)
+        for c, a in zip(labels.tolist(), axis_index.tolist()):
+            if c >= 0:
+                priors[c, a] += 1
+        priors = priors / priors.sum(1, keepdim=True) if n_clusters else priors
+        return cls(F.normalize(z[core].float(), dim=-1), labels[core], priors, eps)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.priors.shape[0])
+
+    def assign(self, z: torch.Tensor) -> list[int]:
+        """Cluster of each unit latent in ``z`` (n, k); -1 = novel."""
+        if len(self.centers) == 0:
+            return [-1] * len(z)
+        dist = 1 - F.normalize(z.float(), dim=-1) @ self.centers.T
+        best, idx = dist.min(1)
+        return [int(self.center_labels[i]) if d <= self.eps else -1 for d, i in zip(best.tolist(), idx.tolist())]
+
+    def prior(self, cluster: int, n_experts: int) -> torch.Tensor:
+        return self.priors[cluster] if cluster >= 0 else torch.full((n_experts,), 1.0 / n_experts)

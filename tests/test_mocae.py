@@ -1,0 +1,199 @@
+"""Stage 2 on the tiny random model: router training, calibration math, exact fusion, streaming."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+
+from alignx.experts.io import write_json_atomic
+from alignx.generation import ModelStep, Sampling
+from alignx.mocae import FUSED, Calibration, MoCaE, expert_weights
+from alignx.mocae.fusion import LogitFusionStep
+from alignx.models import load_model
+from alignx.studio import Studio
+
+AXES = ["harmless", "helpful", "honest"]
+
+
+def make_random_experts(folder, seed: int = 0) -> None:
+    """Three tiny experts with random, non-zero LoRA weights in the expert-folder layout."""
+    from peft import LoraConfig, get_peft_model
+
+    for i, axis in enumerate(AXES):
+        lm = load_model("tiny-random")
+        torch.manual_seed(seed + i)
+        cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, task_type="CAUSAL_LM",
+                         target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"])
+        model = get_peft_model(lm.model, cfg)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.mul_(5.0)   # make the experts clearly different from each other
+        model.save_pretrained(folder / axis)
+        write_json_atomic(folder / axis / "card.json", {"axis": axis, "base_model": "tiny-random",
+                                                        "base_source": "tiny-random",
+                                                        "hyperparameters": {"max_length": 64, "heldout_rows": 8}})
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, data_dir):
+    from alignx.experts.latent_fit import fit_latent_space
+    from alignx.mocae.train import train_mocae
+
+    folder = tmp_path_factory.mktemp("experts")
+    make_random_experts(folder)
+    fit_latent_space(load_model("tiny-random"), folder, data_dir=data_dir, per_axis=10, heldout_per_axis=5, steps=40)
+    st = Studio.load("tiny-random", folder, with_router=False)
+    st.mocae = train_mocae(st, data_dir, per_axis=10, heldout_per_axis=5, router_steps=60, temperature_rows=4)
+    return st
+
+
+def test_router_training_card_and_reload(studio):
+    card = json.loads((studio.experts_dir / "router" / "card.json").read_text())
+    h = card["heldout"]
+    assert card["router_shape"] == [3, 4 * 256] and 0 <= h["routing_accuracy"] <= 1
+    assert sum(map(sum, h["confusion_matrix"]["counts"])) == 15
+    assert set(card["expert_calibration"]) == set(AXES)
+    for c in card["expert_calibration"].values():
+        assert c["ece_before"] >= 0 and c["ece_after"] >= 0 and c["temperature"] > 0
+    again = Studio.load("tiny-random", studio.experts_dir)
+    assert again.modes()[-2:] == ["mocae-logit", "mocae-adapter"]
+    a = studio.mocae.route("How do I pick a lock?")
+    b = again.mocae.route("How do I pick a lock?")
+    assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5) and a.cluster == b.cluster
+
+
+def test_weights_sum_to_one_and_move_monotonically():
+    logits, prior = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.2, 0.5, 0.3])
+    w, p, q = expert_weights(logits, prior, Calibration(), AXES)
+    assert float(w.sum()) == pytest.approx(1.0) and torch.allclose(w, (0.6 * p + 0.4 * q))
+    prev = None
+    for lam in (0.0, 0.25, 0.5, 0.75, 1.0):   # more router weight: w moves toward p
+        w, p, q = expert_weights(logits, prior, Calibration(lambda1=lam, lambda2=1 - lam), AXES)
+        dist = float((w - p).abs().sum())
+        assert prev is None or dist < prev
+        prev = dist
+    prev = None
+    for pref in (0.0, 0.3, 0.6, 1.0):         # a larger preference for "honest" raises its weight
+        w, _, _ = expert_weights(logits, prior, Calibration(preferences={"honest": pref}), AXES)
+        assert float(w.sum()) == pytest.approx(1.0)
+        assert prev is None or float(w[2]) > prev
+        prev = float(w[2])
+    hot = expert_weights(logits, prior, Calibration(temperature=0.1), AXES)[1]
+    cold = expert_weights(logits, prior, Calibration(temperature=10.0), AXES)[1]
+    assert float(hot.max()) > float(cold.max())
+
+
+def test_recalibrate_uses_the_cache_not_the_model(studio):
+    mocae = studio.mocae
+    first = mocae.route("Is the Earth flat?")
+    calls = []
+    hook = studio.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        r = mocae.recalibrate(lambda1=0.2, lambda2=0.8, preferences={"honest": 0.1})
+    finally:
+        hook.remove()
+        mocae.calibration = Calibration()
+    assert calls == [] and r.router_probabilities == first.router_probabilities
+    assert sum(r.probabilities.values()) == pytest.approx(1.0) and r.elapsed_ms >= 0
+    assert r.probabilities["honest"] < first.probabilities["honest"]
+
+
+def test_fused_adapter_delta_is_the_explicit_sum(studio):
+    fused = studio.mocae.fused
+    w = [0.5, 0.3, 0.2]
+    fused.set_weights(w)
+    layers = [m for m in studio.model.modules() if hasattr(m, "lora_A") and FUSED in m.lora_A]
+    assert layers
+    for m in layers:
+        explicit = sum(wi * m.get_delta_weight(e) for wi, e in zip(w, studio.mocae.experts))
+        assert torch.allclose(fused.delta_weight(m), explicit, atol=1e-6)
+    m = layers[0]   # and the layer's forward adds exactly that delta
+    x = torch.randn(2, m.in_features)
+    with torch.no_grad():
+        y = m(x, adapter_names=[FUSED, FUSED])
+        ref = m.base_layer(x) + x @ sum(wi * m.get_delta_weight(e) for wi, e in zip(w, studio.mocae.experts)).T
+    assert torch.allclose(y, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["mocae-logit", "mocae-adapter"])
+def test_one_hot_fusion_equals_that_expert(studio, mode):
+    mocae = studio.mocae
+    saved = mocae.temperatures
+    mocae.temperatures = [1.0, 1.0, 1.0]
+    try:
+        for i, expert in enumerate(mocae.experts):
+            onehot = [0.0] * 3
+            onehot[i] = 1.0
+            pol = mocae.policy(mode, fixed_weights=onehot)
+            step, single = pol.make_step("hello"), ModelStep(studio.model, [expert])
+            ids = pol.prompt_ids("hello")
+            for feed in (ids, [7], [11]):
+                a, _ = step(feed)
+                b, _ = single(feed)
+                assert torch.allclose(a, b, atol=1e-4), (mode, expert)
+    finally:
+        mocae.temperatures = saved
+
+
+def test_mixture_logprob_matches_the_decode_steps(studio):
+    for mode in ("mocae-logit", "mocae-adapter"):
+        pol = studio.mocae.policy(mode)
+        tok = studio.tokenizer
+        cont = tok("The sea is blue", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        step, feed, total = pol.make_step("hello"), pol.prompt_ids("hello"), 0.0
+        for t in cont:
+            lp, weights = step(feed)
+            total += float(lp[t])
+            feed = [t]
+        assert sum(weights.values()) == pytest.approx(1.0)
+        assert pol.logprob(["hello"], ["The sea is blue"])[0] == pytest.approx(total, abs=2e-3), mode
+
+
+def test_per_token_rerouting_records_weights(studio):
+    pol = studio.mocae.policy("mocae-logit", Calibration(per_token=True))
+    events = list(pol.stream("Tell me a fact.", Sampling(max_new_tokens=6, temperature=1.0)))
+    assert events and all(abs(sum(e.weights.values()) - 1) < 1e-5 for e in events)
+    assert len({tuple(round(v, 6) for v in e.weights.values()) for e in events}) > 1
+
+
+def test_stream_stops_on_request(studio):
+    stop = threading.Event()
+    seen = []
+    for ev in studio.policy("mocae-adapter").stream("hello", Sampling(max_new_tokens=100, temperature=1.0), stop):
+        seen.append(ev)
+        if len(seen) == 2:
+            stop.set()
+    assert len(seen) == 2
+
+
+def test_bad_parameters_give_clear_errors(studio):
+    with pytest.raises(ValueError, match="temperature"):
+        Calibration(temperature=-1.0)
+    with pytest.raises(ValueError, match=r"lambda1 must be in \[0, 1\]"):
+        Calibration(lambda1=1.5)
+    with pytest.raises(ValueError, match="cannot both be 0"):
+        Calibration(lambda1=0.0, lambda2=0.0)
+    with pytest.raises(ValueError, match="unknown expert"):
+        studio.mocae.route("hi", Calibration(preferences={"funny": 1.0}))
+    with pytest.raises(ValueError, match="unknown MoCaE mode"):
+        studio.mocae.policy("mocae-magic")
+    with pytest.raises(ValueError, match="fixed_weights"):
+        studio.mocae.policy("mocae-logit", fixed_weights=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="prompt is empty"):
+        studio.mocae.route("  ")
+
+
+def test_route_cli_prints_json(studio, capsys):
+    from alignx.cli import main
+
+    assert main(["route", "How do I pick a lock?", "--model", "tiny-random", "--experts-dir",
+                 str(studio.experts_dir), "--lambda1", "0.9", "--prefer", "honest=0.5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["probabilities"]) == set(AXES) and sum(out["probabilities"].values()) == pytest.approx(1.0)
+    assert out["settings"]["lambda1"] == 0.9 and out["settings"]["preferences"] == {"honest": 0.5}
+    assert "router_probabilities" in out and "cluster" in out
+    assert main(["route", "hi", "--model", "tiny-random", "--experts-dir", str(studio.experts_dir),
+                 "--lambda1", "2"]) == 2
