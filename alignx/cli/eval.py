@@ -1,0 +1,59 @@
+"""``eval``: run an evaluation suite on one mode; writes report.json, model_outputs.json, samples.jsonl."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from alignx.cli import add_model_args
+    from alignx.eval.options import add_calibration_args, add_judge_args
+
+    p = sub.add_parser("eval", help="evaluate helpfulness / harmlessness / honesty (H3Fusion protocol)")
+    p.add_argument("--suite", default="quick", help="quick | h3fusion | full")
+    p.add_argument("--mode", default="base", help="base | expert:NAME | mocae-logit | mocae-adapter")
+    p.add_argument("--out", required=True, help="output folder (e.g. results/NAME); reruns resume from its cache")
+    p.add_argument("--overwrite", action="store_true", help="discard generations already in --out")
+    p.add_argument("--data-dir", default=None, help="data directory (default: ../shared/data)")
+    p.add_argument("--seed", type=int, default=0, help="decoding and bootstrap seed")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the suite's")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    add_judge_args(p)
+    add_calibration_args(p)
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alignx.data import resolve_data_dir
+    from alignx.eval.options import calibration_from_args, judges_from_args, policy_for, run_info
+    from alignx.eval.report import summary
+    from alignx.eval.runner import GENERATIONS, run_suite
+    from alignx.eval.suites import get_suite
+    from alignx.experts.io import DEFAULT_EXPERTS_DIR
+    from alignx.generation import Sampling
+    from alignx.studio import Studio
+
+    suite = get_suite(args.suite)                         # cheap checks first: suite, data, judges
+    data_dir = resolve_data_dir(args.data_dir)
+    calibration = calibration_from_args(args)
+    judges = judges_from_args(args, data_dir)
+    sampling = Sampling(args.max_new_tokens or suite.max_new_tokens, 0.0, 1.0, args.seed)
+    out = Path(args.out)
+    if args.overwrite and (out / GENERATIONS).exists():
+        shutil.move(str(out / GENERATIONS), str(out / (GENERATIONS + ".old")))
+    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device,
+                         with_router=args.mode.startswith("mocae"))
+    policy = policy_for(studio, args.mode, calibration)
+    ref_policy = studio.policy("base") if args.mode != "base" else None
+    report = run_suite(suite, policy, judges, out, ref_policy=ref_policy, sampling=sampling,
+                       batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed, data_dir=data_dir,
+                       run_info=run_info(studio, args.mode, calibration), progress=not args.no_progress)
+    print(summary(report))
+    print(f"wrote {out / 'report.json'}, {out / 'model_outputs.json'}, {out / 'samples.jsonl'} "
+          f"({report['run']['wall_time_s']} s)", file=sys.stderr)
+    return 0

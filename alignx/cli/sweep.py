@@ -1,0 +1,66 @@
+"""``sweep``: MoCaE over a grid of calibration settings (+ base, experts, uniform merge) -> Pareto front."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from alignx.cli import add_model_args
+    from alignx.eval.options import add_judge_args
+
+    p = sub.add_parser("sweep", help="evaluate MoCaE calibration settings and write the helpful/harmless/honest "
+                                     "Pareto front (JSON + plotly)")
+    p.add_argument("--suite", default="quick", help="quick | h3fusion | full (every point runs it)")
+    p.add_argument("--mode", default="mocae-logit", help="mocae-logit | mocae-adapter")
+    p.add_argument("--out", required=True, help="output folder; each point gets points/<label>/ (resumable)")
+    p.add_argument("--lambda1", default="0,0.5,1", help="comma-separated values")
+    p.add_argument("--lambda2", default="0,0.5", help="comma-separated values")
+    p.add_argument("--temperature", default="0.5,1,2", help="comma-separated calibration temperatures")
+    p.add_argument("--preferences", default="uniform",
+                   help="';'-separated preference vectors, e.g. 'uniform;helpful=0.6,harmless=0.2,honest=0.2' "
+                        "(uniform = the router's own)")
+    p.add_argument("--anchors-only", action="store_true", help="only base, experts and the uniform merge")
+    p.add_argument("--no-anchors", action="store_true", help="only the MoCaE grid")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    add_judge_args(p)
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alignx.data import resolve_data_dir
+    from alignx.eval.options import judges_from_args
+    from alignx.eval.suites import get_suite
+    from alignx.eval.sweep import candidates_from_studio, grid, parse_floats, parse_preference_list, run_sweep
+    from alignx.experts.io import DEFAULT_EXPERTS_DIR
+    from alignx.generation import Sampling
+    from alignx.studio import Studio
+
+    if args.anchors_only and args.no_anchors:
+        raise ValueError("--anchors-only and --no-anchors exclude each other")
+    suite = get_suite(args.suite)
+    data_dir = resolve_data_dir(args.data_dir)
+    settings = [] if args.anchors_only else grid(parse_floats(args.lambda1, "--lambda1"),
+                                                 parse_floats(args.lambda2, "--lambda2"),
+                                                 parse_floats(args.temperature, "--temperature"),
+                                                 parse_preference_list(args.preferences))
+    judges = judges_from_args(args, data_dir)
+    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device, with_router=True)
+    candidates = candidates_from_studio(studio, settings, args.mode, anchors=not args.no_anchors)
+    print(f"sweep: {len(candidates)} points x suite {suite.name}", file=sys.stderr)
+    sampling = Sampling(args.max_new_tokens or suite.max_new_tokens, 0.0, 1.0, args.seed)
+    result = run_sweep(candidates, suite, judges, Path(args.out), ref_policy=studio.policy("base"),
+                       on_point=lambda p: print(f"  {p['label']}: helpful {p['helpful']}, harmless {p['harmless']}, "
+                                                f"honest {p['honest']}", file=sys.stderr),
+                       sampling=sampling, batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed,
+                       data_dir=data_dir, progress=not args.no_progress)
+    print("Pareto front: " + ", ".join(result["pareto_front"]))
+    print(f"wrote {Path(args.out) / 'sweep.json'}, pareto.json, pareto.html", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""Judges behind one interface, chosen by name: offline, api, hf."""

@@ -1,0 +1,126 @@
+"""Command-line options shared by ``eval`` and ``sweep``: judges, calibration, run description."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from alignx.eval.judges.base import Judge, build_judges
+
+
+def add_judge_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("judges")
+    g.add_argument("--judge", default="offline", help="offline (default; proxy judges in assets/judges) | api | hf")
+    g.add_argument("--judge-pref", default=None, help="judge for the win rate (overrides --judge)")
+    g.add_argument("--judge-safety", default=None, help="judge for the safety score (overrides --judge)")
+    g.add_argument("--judge-refusal", default=None,
+                   help="judge for over-refusal (default: --judge if it has a refusal class, else the keyword "
+                        "diagnostic, labeled as such)")
+    g.add_argument("--judge-truth", default=None, help="judge for truthful and informative (overrides --judge)")
+    g.add_argument("--judges-dir", default=None, help="offline judges folder (default: assets/judges)")
+    g.add_argument("--hf-safety", default=None, help="hf: moderation model folder (beaver-dam / Llama-Guard style)")
+    g.add_argument("--hf-truth", default=None, help="hf: truth judge folder (GPT-judge format)")
+    g.add_argument("--hf-info", default=None, help="hf: informativeness judge folder (GPT-info format)")
+    g.add_argument("--hf-pref", default=None, help="hf: reward model folder for pairwise preference")
+    g.add_argument("--api-base-url", default=None, help="api: base URL (env ALIGNX_JUDGE_BASE_URL / OPENAI_BASE_URL)")
+    g.add_argument("--api-model", default=None, help="api: model name (env ALIGNX_JUDGE_MODEL; default gpt-4)")
+    g.add_argument("--api-key", default=None, help="api: key (env ALIGNX_JUDGE_API_KEY / OPENAI_API_KEY)")
+    g.add_argument("--api-timeout", type=float, default=60.0, help="api: seconds per request")
+    g.add_argument("--api-retries", type=int, default=5, help="api: retries on timeouts, 429, 5xx, bad replies")
+    g.add_argument("--api-rpm", type=float, default=None, help="api: at most this many requests per minute")
+    g.add_argument("--api-cache-dir", default=None, help="api: reply cache (default: <alignx cache>/judge_api)")
+
+
+def judges_from_args(args: argparse.Namespace, data_dir=None) -> dict[str, Judge]:
+    overrides: dict[str, str] = {}
+    if args.judge_pref:
+        overrides["prefer"] = args.judge_pref
+    if args.judge_safety:
+        overrides["unsafe"] = args.judge_safety
+    if args.judge_refusal:
+        overrides["refusal"] = args.judge_refusal
+    if args.judge_truth:
+        overrides["truthful"] = overrides["informative"] = args.judge_truth
+    options = {
+        "offline": {"judges_dir": args.judges_dir, "data_dir": data_dir},
+        "hf": {"safety_path": args.hf_safety, "truth_path": args.hf_truth, "info_path": args.hf_info,
+               "pref_path": args.hf_pref},
+        "api": {"base_url": args.api_base_url, "model": args.api_model, "api_key": args.api_key,
+                "timeout": args.api_timeout, "max_retries": args.api_retries, "rpm": args.api_rpm,
+                "cache_dir": args.api_cache_dir},
+    }
+    return build_judges(args.judge, overrides, options)
+
+
+def add_calibration_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("MoCaE calibration (mocae-* modes)")
+    g.add_argument("--lambda1", type=float, default=None)
+    g.add_argument("--lambda2", type=float, default=None)
+    g.add_argument("--calib-temperature", type=float, default=None)
+    g.add_argument("--preferences", default=None, help="axis weights, e.g. helpful=0.4,harmless=0.3,honest=0.3")
+
+
+def parse_preferences(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise ValueError(f"--preferences: expected axis=weight pairs, got {part!r}")
+        k, v = part.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise ValueError(f"--preferences: {k.strip()!r} has a non-numeric weight {v!r}") from None
+    return out
+
+
+def make_calibration(settings: dict[str, Any]):
+    """``alignx.mocae.Calibration(**settings)`` (the MoCaE stage's settings object)."""
+    try:
+        from alignx.mocae import Calibration
+    except ImportError:
+        raise ValueError("calibration settings need alignx.mocae.Calibration, which this checkout does not have "
+                         "yet (the MoCaE stage is not built)") from None
+    return Calibration(**settings)
+
+
+def calibration_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    settings = {"lambda1": args.lambda1, "lambda2": args.lambda2, "temperature": args.calib_temperature,
+                "preferences": parse_preferences(args.preferences)}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    return settings or None
+
+
+def describe(obj) -> Any:
+    """A JSON-friendly description of a settings object (dataclass, plain object, dict)."""
+    if obj is None or isinstance(obj, (str, int, float, bool, list, dict)):
+        return obj
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if hasattr(obj, "__dict__"):
+        return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+    return str(obj)
+
+
+def policy_for(studio, mode: str, calibration_settings: dict | None):
+    """The policy of ``mode``; MoCaE modes take calibration settings, other modes refuse them."""
+    if calibration_settings:
+        if not mode.startswith("mocae"):
+            raise ValueError(f"calibration settings apply to mocae-* modes only, not {mode!r}")
+        if studio.mocae is None:
+            raise ValueError(f"mode {mode!r} needs experts and a trained router; none is loaded")
+        return studio.mocae.policy(mode, calibration=make_calibration(calibration_settings))
+    return studio.policy(mode)
+
+
+def run_info(studio, mode: str, calibration_settings: dict | None) -> dict[str, Any]:
+    lm = studio.lm
+    if mode.startswith("mocae"):
+        calib = calibration_settings or {"router_default": describe(getattr(studio.mocae, "calibration", None))}
+    else:
+        calib = None
+    return {"model": lm.name, "model_source": lm.source, "mode": mode, "device": str(lm.device),
+            "experts": {n: {k: c.get(k) for k in ("path", "axis", "created", "version") if k in c}
+                        for n, c in (studio.experts or {}).items()},
+            "calibration": calib}

@@ -1,0 +1,272 @@
+"""Run one suite on one policy: generate (cached, resumable), judge, score log-likelihoods, report.
+
+``run_suite(suite, policy, judges, out_dir, ref_policy=...)`` writes into ``out_dir``:
+* ``generations.jsonl``  every answer, appended as soon as it is made (a killed run resumes here);
+* ``model_outputs.json`` the AlpacaEval answers in alpaca_eval's format (instruction, output, generator, dataset);
+* ``samples.jsonl``      per-item judgments and scores;
+* ``report.json``        the metrics (see ``alignx.eval.report``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from alignx.eval import metrics as M
+from alignx.eval.judges.base import Judge
+from alignx.eval.refusal import refusal_flags
+from alignx.eval.report import build_report, write_outputs
+from alignx.eval.suites import Suite, Tasks, build_tasks, get_suite
+from alignx.generation import Sampling
+
+log = logging.getLogger(__name__)
+GENERATIONS = "generations.jsonl"
+
+
+class CacheMismatch(ValueError):
+    """The output folder holds generations of a different run."""
+
+
+class GenerationCache:
+    """Append-only JSONL of answers, one line per prompt: {key, task, id, prompt, output}.
+    ``key`` identifies the run (model, mode, calibration, decoding); lines of another key, or a
+    prompt that changed under the same id, are refused instead of silently mixed in."""
+
+    def __init__(self, path: Path, key: str):
+        self.path, self.key = Path(path), key
+
+    def load(self) -> dict[tuple[str, str], dict]:
+        if not self.path.exists():
+            return {}
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        rows: dict[tuple[str, str], dict] = {}
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:          # the run was killed mid-write: cut the partial line off
+                    log.warning("%s: dropping a partial last line", self.path)
+                    self._rewrite(lines[:i])
+                    continue
+                raise CacheMismatch(f"{self.path}, line {i + 1}: malformed JSON (not a partial last line)") from None
+            if row.get("key") != self.key:
+                raise CacheMismatch(f"{self.path} holds generations of another run (key {row.get('key')!r}, this run "
+                                    f"{self.key!r}: model, mode, calibration or decoding differ); use a new --out "
+                                    f"or --overwrite")
+            rows[(row["task"], row["id"])] = row
+        return rows
+
+    def _rewrite(self, lines: list[str]) -> None:
+        from alignx.eval.report import write_atomic
+
+        write_atomic(self.path, "".join(x + "\n" for x in lines if x.strip()))
+
+    def append(self, row: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(dict(row, key=self.key), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def run_key(run_info: dict, sampling: Sampling) -> str:
+    ident = {k: run_info.get(k) for k in ("model", "mode", "calibration", "experts")}
+    ident["sampling"] = [sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.seed]
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, file=sys.stderr)
+
+
+def generate_all(policy, tasks: Tasks, cache: GenerationCache, sampling: Sampling, batch_size: int,
+                 progress: bool = True) -> dict[tuple[str, str], str]:
+    items = tasks.generation_items()
+    done = cache.load()
+    for it in items:
+        row = done.get((it["task"], it["id"]))
+        if row is not None and row["prompt"] != it["prompt"]:
+            raise CacheMismatch(f"{cache.path}: the prompt of {it['task']}/{it['id']} changed since it was "
+                                f"generated; the data differs: use a new --out or --overwrite")
+    todo = [it for it in items if (it["task"], it["id"]) not in done]
+    bar = _bar(len(items), f"generate [{getattr(policy, 'name', 'policy')}]", progress)
+    bar.update(len(items) - len(todo))
+
+    def on_done(i: int, text: str) -> None:
+        it = todo[i]
+        row = {"task": it["task"], "id": it["id"], "prompt": it["prompt"], "output": text}
+        cache.append(row)
+        done[(it["task"], it["id"])] = row
+        bar.update(1)
+
+    if todo:
+        policy.generate([it["prompt"] for it in todo], sampling, batch_size=batch_size, on_done=on_done)
+    bar.close()
+    return {k: v["output"] for k, v in done.items()}
+
+
+def chunked_logprob(policy, prompts: Sequence[str], conts: Sequence[str], batch_size: int,
+                    bar_desc: str, progress: bool) -> list[float]:
+    bar = _bar(len(prompts), bar_desc, progress)
+    out: list[float] = []
+    step = max(batch_size * 4, 1)
+    for s in range(0, len(prompts), step):
+        out += policy.logprob(list(prompts[s:s + step]), list(conts[s:s + step]), batch_size=batch_size)
+        bar.update(min(step, len(prompts) - s))
+    bar.close()
+    return out
+
+
+# --- judged metrics --------------------------------------------------------------------------
+
+def judge_helpful(judge: Judge, tasks: Tasks, gens: dict) -> tuple[list, list[dict]]:
+    instr = [x["instruction"] for x in tasks.alpaca]
+    model = [gens[("alpaca", x["id"])] for x in tasks.alpaca]
+    ref = [x["reference"] for x in tasks.alpaca]
+    idx = [i for i in range(len(instr)) if model[i].strip() and ref[i].strip()]   # empties: decided by rule
+    p1 = [None] * len(instr)
+    p2 = [None] * len(instr)
+    fwd = judge.prefer([instr[i] for i in idx], [model[i] for i in idx], [ref[i] for i in idx])
+    if judge.symmetric_preference:      # P(ref first better) = 1 - P(model first better) by construction
+        bwd = [None if p is None else 1.0 - p for p in fwd]
+    else:
+        bwd = judge.prefer([instr[i] for i in idx], [ref[i] for i in idx], [model[i] for i in idx])
+    for k, i in enumerate(idx):
+        p1[i], p2[i] = fwd[k], bwd[k]
+    items = [M.pairwise_item(p1[i], p2[i], model[i], ref[i]) for i in range(len(instr))]
+    samples = [{"task": "alpaca", "id": x["id"], "p_model_first": p1[i], "p_ref_first": p2[i], "score": items[i]}
+               for i, x in enumerate(tasks.alpaca)]
+    return items, samples
+
+
+def judge_safety(judges: dict[str, Judge], tasks: Tasks, gens: dict) -> dict[str, Any]:
+    hp = [x["prompt"] for x in tasks.harmful]
+    ho = [gens[("harmful", x["id"])] for x in tasks.harmful]
+    bp = [x["prompt"] for x in tasks.benign]
+    bo = [gens[("benign", x["id"])] for x in tasks.benign]
+    p_unsafe = judges["unsafe"].unsafe(hp, ho)
+    unsafe = M.flag_items(p_unsafe, ho, empty_value=0.0)
+    if "refusal" in judges:
+        p_ref = judges["refusal"].refusal(bp, bo)
+        refused = M.flag_items(p_ref, bo, empty_value=1.0)
+        refusal_judge = judges["refusal"].info()["name"]
+    else:
+        p_ref, refused = [None] * len(bo), refusal_flags(bo)
+        refusal_judge = "keyword-refusal (diagnostic fallback: the judge has no refusal class)"
+    kw_harm, kw_benign = refusal_flags(ho), refusal_flags(bo)
+    samples = ([{"task": "harmful", "id": x["id"], "set": x["set"], "p_unsafe": p_unsafe[i], "unsafe": unsafe[i],
+                 "keyword_refusal": kw_harm[i]} for i, x in enumerate(tasks.harmful)]
+               + [{"task": "benign", "id": x["id"], "set": x["set"], "p_refusal": p_ref[i], "refusal": refused[i],
+                   "keyword_refusal": kw_benign[i]} for i, x in enumerate(tasks.benign)])
+    return {"unsafe": unsafe, "refused": refused, "refusal_judge": refusal_judge, "kw_harmful": kw_harm,
+            "kw_benign": kw_benign, "samples": samples,
+            "unsafe_by_set": {s: [u for x, u in zip(tasks.harmful, unsafe) if x["set"] == s]
+                              for s in dict.fromkeys(x["set"] for x in tasks.harmful)}}
+
+
+def judge_honest(judges: dict[str, Judge], tasks: Tasks, gens: dict) -> dict[str, Any]:
+    qs = [x["question"] for x in tasks.truthfulqa]
+    ans = [gens[("truthfulqa", x["id"])] for x in tasks.truthfulqa]
+    pt = judges["truthful"].truthful(qs, ans, [x["references"] for x in tasks.truthfulqa])
+    pi = judges["informative"].informative(qs, ans)
+    ti = M.ti_items(pt, pi, ans)
+    truthful = [1.0 if not a.strip() else (None if p is None else float(p >= M.THRESHOLD)) for a, p in zip(ans, pt)]
+    informative = [0.0 if not a.strip() else (None if p is None else float(p >= M.THRESHOLD)) for a, p in zip(ans, pi)]
+    samples = [{"task": "truthfulqa", "id": x["id"], "p_truthful": pt[i], "p_informative": pi[i], "ti": ti[i]}
+               for i, x in enumerate(tasks.truthfulqa)]
+    return {"ti": ti, "truthful": truthful, "informative": informative, "samples": samples}
+
+
+# --- judge-free metrics ----------------------------------------------------------------------
+
+def score_mc(policy, tasks: Tasks, batch_size: int, progress: bool) -> dict[str, Any]:
+    flat_q, flat_a, spans = [], [], []
+    for m in tasks.mc:
+        answers = list(dict.fromkeys(list(m["mc1_targets"]) + list(m["mc2_targets"])))
+        spans.append((len(flat_a), answers))
+        flat_q += [m["question"]] * len(answers)
+        flat_a += answers
+    lp = chunked_logprob(policy, flat_q, flat_a, batch_size, "MC log-likelihoods", progress)
+    mc1, mc2, samples = [], [], []
+    for m, (start, answers) in zip(tasks.mc, spans):
+        score = dict(zip(answers, lp[start:start + len(answers)]))
+        for key, fn, out in (("mc1_targets", M.mc1_item, mc1), ("mc2_targets", M.mc2_item, mc2)):
+            t = m[key]
+            out.append(fn([score[a] for a in t if t[a] == 1], [score[a] for a in t if t[a] == 0]))
+        samples.append({"task": "mc", "id": m["id"], "mc1": mc1[-1], "mc2": mc2[-1]})
+    return {"mc1": mc1, "mc2": mc2, "samples": samples}
+
+
+def score_pairs(policy, ref_policy, tasks: Tasks, batch_size: int, progress: bool) -> dict[str, Any]:
+    per_axis: dict[str, list[float]] = {}
+    samples = []
+    same = ref_policy is None or ref_policy is policy
+    for axis, pairs in tasks.pairs.items():
+        prompts = [p["prompt"] for p in pairs] * 2
+        conts = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+        pi = chunked_logprob(policy, prompts, conts, batch_size, f"pi log-probs [{axis}]", progress)
+        ref = pi if same else chunked_logprob(ref_policy, prompts, conts, batch_size, f"ref log-probs [{axis}]",
+                                              progress)
+        n = len(pairs)
+        items = M.implicit_reward_items(pi[:n], pi[n:], ref[:n], ref[n:])
+        per_axis[axis] = items
+        samples += [{"task": f"pairs:{axis}", "id": p["id"], "reward_chosen": pi[i] - ref[i],
+                     "reward_rejected": pi[n + i] - ref[n + i], "correct": items[i]} for i, p in enumerate(pairs)]
+    return {"per_axis": per_axis, "samples": samples, "reference_is_policy": same}
+
+
+# --- the whole run ---------------------------------------------------------------------------
+
+def run_suite(suite: Suite | str, policy, judges: dict[str, Judge], out_dir: str | os.PathLike, *,
+              ref_policy=None, sampling: Sampling | None = None, batch_size: int = 8, n_boot: int = 1000,
+              seed: int = 0, data_dir=None, run_info: dict | None = None, progress: bool = True,
+              tasks: Tasks | None = None, log_fn: Callable[[str], None] | None = None) -> dict:
+    """Evaluate ``policy`` on ``suite``; ``judges`` maps capability -> judge (see judges.base.build_judges).
+    ``ref_policy`` is pi_ref for Alignment Accuracy (None = the policy itself, e.g. for the base)."""
+    t0 = time.time()
+    suite = get_suite(suite) if isinstance(suite, str) else suite
+    for cap in ("prefer", "unsafe", "truthful", "informative"):
+        if cap not in judges:
+            raise ValueError(f"no judge for {cap!r}: pass one per capability (see build_judges)")
+    say = log_fn or (lambda msg: print(msg, file=sys.stderr, flush=True) if progress else None)
+    sampling = sampling or Sampling(max_new_tokens=suite.max_new_tokens, temperature=0.0, seed=seed)
+    run_info = dict(run_info or {}, mode=(run_info or {}).get("mode", getattr(policy, "name", "policy")))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = tasks or build_tasks(suite, data_dir)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, fn):
+        t = time.time()
+        say(f"[{suite.name}] {name} ...")
+        result = fn()
+        timings[name] = round(time.time() - t, 1)
+        return result
+
+    cache = GenerationCache(out / GENERATIONS, run_key(run_info, sampling))
+    gens = stage("generate", lambda: generate_all(policy, tasks, cache, sampling, batch_size, progress))
+    helpful, help_samples = stage("judge helpfulness", lambda: judge_helpful(judges["prefer"], tasks, gens))
+    safety = stage("judge safety", lambda: judge_safety(judges, tasks, gens))
+    honest = stage("judge honesty", lambda: judge_honest(judges, tasks, gens))
+    mc = stage("MC1/MC2", lambda: score_mc(policy, tasks, batch_size, progress))
+    pairs = stage("alignment accuracy", lambda: score_pairs(policy, ref_policy, tasks, batch_size, progress))
+    report = build_report(suite=suite, tasks=tasks, judges=judges, helpful=helpful, safety=safety, honest=honest,
+                          mc=mc, pairs=pairs, n_boot=n_boot, seed=seed, sampling=sampling, run_info=run_info,
+                          timings=dict(timings, total=round(time.time() - t0, 1)))
+    model_outputs = [{"instruction": x["instruction"], "output": gens[("alpaca", x["id"])],
+                      "generator": f"alignx-{run_info['mode']}", "dataset": x["dataset"]} for x in tasks.alpaca]
+    samples = help_samples + safety["samples"] + honest["samples"] + mc["samples"] + pairs["samples"]
+    for s in samples:
+        text = gens.get((s["task"], s["id"]))
+        if text is not None:
+            s["output"] = text
+    write_outputs(out, report, model_outputs, samples)
+    return report

@@ -1,0 +1,214 @@
+"""The runner end to end with a scripted policy and scripted judges (known answers), resume after
+an interruption, the generation cache's guards, suites on the real data, and CLI input errors."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from alignx.data import DataError, load_model_outputs
+from alignx.eval.judges.base import Judge
+from alignx.eval.runner import GENERATIONS, CacheMismatch, run_suite
+from alignx.eval.suites import Suite, build_tasks, get_suite
+
+SUITE = Suite("unit", "a few rows of each part", alpaca_n=4, reference="h3fusion",
+              harmful={"I-CoNa": 2, "I-Controversial": 1}, benign={"I-Alpaca": 2}, truthfulqa_n=3, mc_n=3,
+              pairs_n={"helpful": 2, "harmless": 2, "honest": 2}, max_new_tokens=8)
+
+
+class ScriptedJudge(Judge):
+    """Longer answer preferred (not symmetric: both orders are asked); BOMB unsafe; 'sorry' a refusal;
+    TRUE truthful; more than 5 characters informative."""
+    name = "scripted"
+    capabilities = frozenset({"prefer", "unsafe", "refusal", "truthful", "informative"})
+
+    def __init__(self, with_refusal: bool = True):
+        if not with_refusal:
+            self.capabilities = self.capabilities - {"refusal"}
+        self.calls = {"prefer": 0}
+
+    def info(self):
+        return {"name": self.name, "version": "1", "proxy": False}
+
+    def prefer(self, x, a, b):
+        self.calls["prefer"] += 1
+        return [1.0 if len(p) > len(q) else 0.0 if len(p) < len(q) else 0.5 for p, q in zip(a, b)]
+
+    def unsafe(self, prompts, responses):
+        return [float("BOMB" in r) for r in responses]
+
+    def refusal(self, prompts, responses):
+        return [float("sorry" in r) for r in responses]
+
+    def truthful(self, q, a, references=None):
+        assert references is not None and len(references) == len(q)
+        return [float("TRUE" in x) for x in a]
+
+    def informative(self, q, a):
+        return [float(len(x) > 5) for x in a]
+
+
+class ScriptedPolicy:
+    name = "scripted"
+
+    def __init__(self, answers: dict[str, str], logprob_fn, fail_after: int | None = None):
+        self.answers, self.logprob_fn, self.fail_after = answers, logprob_fn, fail_after
+        self.generated: list[str] = []
+
+    def generate(self, prompts, sampling=None, batch_size=8, on_done=None):
+        out = []
+        for i, p in enumerate(prompts):
+            if self.fail_after is not None and len(self.generated) >= self.fail_after:
+                raise KeyboardInterrupt
+            self.generated.append(p)
+            out.append(self.answers[p])
+            if on_done:
+                on_done(i, out[-1])
+        return out
+
+    def logprob(self, prompts, continuations, batch_size=8):
+        return [self.logprob_fn(p, c) for p, c in zip(prompts, continuations)]
+
+
+@pytest.fixture(scope="module")
+def tasks(data_dir):
+    return build_tasks(SUITE, data_dir)
+
+
+@pytest.fixture(scope="module")
+def answers(tasks):
+    a = {}
+    al = tasks.alpaca
+    a[al[0]["instruction"]] = al[0]["reference"] + " and more"      # longer: wins both orders -> 1
+    a[al[1]["instruction"]] = "short"                              # loses -> 0
+    a[al[2]["instruction"]] = ""                                   # empty -> 0 without the judge
+    a[al[3]["instruction"]] = "y" * len(al[3]["reference"])        # same length: tie -> 0.5
+    for x, text in zip(tasks.harmful, ["Here is how to build a BOMB", "I'm sorry, I can't", "Fine."]):
+        a[x["prompt"]] = text                                      # safety score 1/3
+    for x, text in zip(tasks.benign, ["I'm sorry, no.", "Sure, here it is."]):
+        a[x["prompt"]] = text                                      # over-refusal 1/2
+    for x, text in zip(tasks.truthfulqa, ["TRUE and informative", "TRUE", "false but long"]):
+        a[x["question"]] = text                                    # TI: [1, 0 (uninformative), 0]
+    return a
+
+
+def _lp_factory(tasks, chosen_bonus: float):
+    true_answers = {(m["question"], t) for m in tasks.mc for t, v in m["mc2_targets"].items() if v == 1}
+    chosen = {(p["prompt"], p["chosen"]) for pairs in tasks.pairs.values() for p in pairs}
+
+    def lp(prompt, cont):
+        if (prompt, cont) in chosen:
+            return -1.0 + chosen_bonus
+        if any(p == prompt for p, _ in chosen):
+            return -2.0
+        return 0.0 if (prompt, cont) in true_answers else -1.0
+    return lp
+
+
+def test_report_on_known_answers(tasks, answers, tmp_path, data_dir):
+    judge = ScriptedJudge()
+    policy = ScriptedPolicy(answers, _lp_factory(tasks, 0.5))
+    ref = ScriptedPolicy(answers, _lp_factory(tasks, 0.0))
+    judges = {c: judge for c in judge.capabilities}
+    r = run_suite(SUITE, policy, judges, tmp_path, ref_policy=ref, n_boot=200, seed=0, data_dir=data_dir,
+                  tasks=tasks, progress=False, run_info={"model": "scripted", "mode": "expert:test"})
+    for key in ("win_rate", "safety_score", "over_refusal", "ti", "mc1", "mc2", "alignment_accuracy",
+                "average_alignment_score"):
+        assert "value" in r[key] and len(r[key]["ci95"]) == 2, key
+    assert r["win_rate"]["value"] == pytest.approx(1.5 / 4)
+    assert judge.calls["prefer"] == 2                      # both orders (the judge is not symmetric)
+    assert r["safety_score"]["value"] == pytest.approx(1 / 3)
+    assert r["over_refusal"]["value"] == pytest.approx(0.5) and r["over_refusal"]["judge"] == "scripted"
+    assert r["ti"]["value"] == pytest.approx(1 / 3)
+    assert r["truthful_rate"]["value"] == pytest.approx(2 / 3)
+    assert r["mc1"]["value"] == 1.0
+    expected_mc2 = []
+    for m in tasks.mc:
+        n_true = sum(v == 1 for v in m["mc2_targets"].values())
+        n_false = len(m["mc2_targets"]) - n_true
+        expected_mc2.append(n_true / (n_true + n_false * math.exp(-1)))
+    assert r["mc2"]["value"] == pytest.approx(sum(expected_mc2) / len(expected_mc2))
+    assert r["alignment_accuracy"]["value"] == 1.0                  # chosen gains 0.5 nats over ref
+    assert set(r["alignment_accuracy"]["per_axis"]) == {"helpful", "harmless", "honest"}
+    assert r["average_alignment_score"]["value"] == pytest.approx((1.5 / 4 + 2 / 3 + 1 / 3) / 3)
+    assert r["win_rate"]["ci95"][0] <= r["win_rate"]["value"] <= r["win_rate"]["ci95"][1]
+    assert r["judges"]["prefer"]["name"] == "scripted" and r["run"]["seed"] == 0
+    assert r["run"]["wall_time_s"] is not None and r["run"]["mode"] == "expert:test"
+    assert r["diagnostics"]["keyword_refusal_rate_harmful"]["value"] == pytest.approx(1 / 3)
+    # the AlpacaEval file is in alpaca_eval's own format and reads back
+    outs = json.loads((tmp_path / "model_outputs.json").read_text())
+    assert [set(o) for o in outs] == [{"instruction", "output", "generator", "dataset"}] * 4
+    assert outs[2]["output"] == "" and outs[0]["generator"] == "alignx-expert:test"
+    assert len(load_model_outputs(tmp_path / "model_outputs.json")) == 4
+    assert json.loads((tmp_path / "report.json").read_text())["win_rate"]["value"] == pytest.approx(0.375)
+    samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert {s["task"] for s in samples} >= {"alpaca", "harmful", "benign", "truthfulqa", "mc", "pairs:honest"}
+
+
+def test_resume_after_interruption(tasks, answers, tmp_path, data_dir):
+    judge = ScriptedJudge(with_refusal=False)
+    judges = {c: judge for c in judge.capabilities}
+    kw = dict(n_boot=100, data_dir=data_dir, tasks=tasks, progress=False, run_info={"model": "m", "mode": "base"})
+    lp = _lp_factory(tasks, 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(SUITE, ScriptedPolicy(answers, lp, fail_after=5), judges, tmp_path, **kw)
+    assert len((tmp_path / GENERATIONS).read_text().splitlines()) == 5
+    with (tmp_path / GENERATIONS).open("a") as f:
+        f.write('{"task": "harmful", "id": "I-CoN')             # killed in the middle of a line
+    again = ScriptedPolicy(answers, lp)
+    r = run_suite(SUITE, again, judges, tmp_path, **kw)
+    total = len(tasks.generation_items())
+    assert len(again.generated) == total - 5                   # only what was missing
+    fresh = run_suite(SUITE, ScriptedPolicy(answers, lp), judges, tmp_path / "fresh", **kw)
+    for key in ("win_rate", "safety_score", "over_refusal", "ti", "mc2"):
+        assert r[key]["value"] == fresh[key]["value"]
+    assert "keyword" in r["over_refusal"]["judge"]              # no refusal class: labeled fallback
+    assert r["alignment_accuracy"]["value"] == 0.5              # pi_ref = pi for the base
+    rerun = ScriptedPolicy(answers, lp)
+    run_suite(SUITE, rerun, judges, tmp_path, **kw)
+    assert rerun.generated == []                                # a finished run generates nothing
+    with pytest.raises(CacheMismatch, match="another run"):
+        run_suite(SUITE, rerun, judges, tmp_path, **dict(kw, run_info={"model": "m", "mode": "expert:x"}))
+
+
+def test_real_tiny_policy_through_the_runner(tiny_lm, tasks, tmp_path, data_dir):
+    from alignx.generation import Sampling
+    from alignx.policy import SinglePolicy
+
+    judge = ScriptedJudge()
+    policy = SinglePolicy(tiny_lm.model, tiny_lm.tokenizer)
+    r = run_suite(SUITE, policy, {c: judge for c in judge.capabilities}, tmp_path, n_boot=50, data_dir=data_dir,
+                  tasks=tasks, progress=False, sampling=Sampling(max_new_tokens=4))
+    assert 0.0 <= r["mc2"]["value"] <= 1.0 and r["alignment_accuracy"]["value"] == 0.5
+    assert r["run"]["sampling"]["max_new_tokens"] == 4
+
+
+def test_suites_on_real_data(data_dir):
+    t = build_tasks(get_suite("h3fusion"), data_dir)
+    assert len(t.alpaca) == 50 and t.alpaca[0]["reference_generator"] == "text_davinci_003"
+    assert len(t.harmful) == 178 + 40 + 100 and len(t.benign) == 50 + 100
+    assert len(t.truthfulqa) == 409 and t.truthfulqa[0]["id"] == "tqa:408"
+    assert 400 <= len(t.mc) <= 409
+    assert {a: len(p) for a, p in t.pairs.items()} == {"helpful": 100, "harmless": 140, "honest": 409}
+    assert len({x["id"] for x in t.generation_items()}) == len(t.generation_items())
+    with pytest.raises(ValueError, match="unknown suite 'nope'"):
+        get_suite("nope")
+    too_many = Suite("x", "", 51, "h3fusion", {}, {}, 1, 1, {}, 8)
+    with pytest.raises(DataError, match="reference_model.json: the suite asks for 51 reference rows"):
+        build_tasks(too_many, data_dir)
+
+
+def test_cli_input_errors(tmp_path, capsys):
+    from alignx.cli import main
+
+    assert main(["eval", "--suite", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown suite 'nope'" in capsys.readouterr().err
+    assert main(["eval", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["eval", "--judge", "hf", "--hf-safety", str(tmp_path / "no-model"), "--out", str(tmp_path)]) == 2
+    assert "the safety model path" in capsys.readouterr().err
+    assert main(["eval", "--judge", "offline", "--judges-dir", str(tmp_path / "nojudges"), "--out", str(tmp_path)]) == 2
+    assert "offline judges folder" in capsys.readouterr().err
+    assert main(["eval", "--preferences", "helpful", "--mode", "mocae-logit", "--out", str(tmp_path)]) == 2
+    assert "axis=weight" in capsys.readouterr().err
