@@ -48,6 +48,9 @@ def route_summary(route, prompt: str = "", server_ms: float | None = None) -> di
            "router_probabilities": {k: round(float(v), 6) for k, v in route.router_probabilities.items()},
            "cluster": jsonable(route.cluster),
            "settings": jsonable(route.settings)}
+    for extra in ("calibration_term", "cluster_prior"):
+        if getattr(route, extra, None) is not None:
+            out[extra] = {k: round(float(v), 6) for k, v in getattr(route, extra).items()}
     if server_ms is not None:
         out["server_ms"] = round(server_ms, 3)
     return out
@@ -61,14 +64,19 @@ def probability_figure(route, title: str = "Routing probabilities"):
     colors = expert_colors(names)
     raw = [float(route.router_probabilities.get(n, 0.0)) for n in names]
     cal = [float(route.probabilities[n]) for n in names]
-    fig = go.Figure([
-        go.Bar(name="router softmax", x=names, y=raw,
-               marker=dict(color=[colors[n] for n in names], opacity=0.45, pattern=dict(shape="/", fgcolor="white")),
-               text=[f"{v:.2f}" for v in raw], textposition="outside", hovertemplate="%{x}: %{y:.3f}<extra>router</extra>"),
-        go.Bar(name="calibrated weight", x=names, y=cal, marker=dict(color=[colors[n] for n in names]),
-               text=[f"{v:.2f}" for v in cal], textposition="outside",
-               hovertemplate="%{x}: %{y:.3f}<extra>calibrated</extra>"),
-    ])
+    bars = [go.Bar(name="router p", x=names, y=raw, text=[f"{v:.2f}" for v in raw], textposition="outside",
+                   marker=dict(color=[colors[n] for n in names], opacity=0.45, pattern=dict(shape="/", fgcolor="white")),
+                   hovertemplate="%{x}: %{y:.3f}<extra>router p = softmax(W z / T)</extra>")]
+    term = getattr(route, "calibration_term", None)
+    if term:
+        q = [float(term.get(n, 0.0)) for n in names]
+        bars.append(go.Bar(name="calibration q", x=names, y=q, text=[f"{v:.2f}" for v in q], textposition="outside",
+                           marker=dict(color=[colors[n] for n in names], opacity=0.45, pattern=dict(shape=".")),
+                           hovertemplate="%{x}: %{y:.3f}<extra>q = (cluster prior + preferences) / 2</extra>"))
+    bars.append(go.Bar(name="weight w", x=names, y=cal, text=[f"{v:.2f}" for v in cal], textposition="outside",
+                       marker=dict(color=[colors[n] for n in names]),
+                       hovertemplate="%{x}: %{y:.3f}<extra>calibrated weight w</extra>"))
+    fig = go.Figure(bars)
     fig.update_layout(title=dict(text=title, x=0.02, font=dict(size=14)), barmode="group", height=300,
                       yaxis=dict(range=[0, 1.12], title="p", gridcolor="#e2e8f0"), bargap=0.25,
                       margin=dict(l=40, r=10, t=40, b=30), plot_bgcolor="white", paper_bgcolor="white",
@@ -110,7 +118,8 @@ def latent_map_figure(latent_map: dict, route=None, prompt: str = ""):
     point = map_point(latent_map, getattr(route, "latent", None)) if route is not None else None
     if point is not None:
         cluster = getattr(route, "cluster", None)
-        label = f"this prompt (cluster {cluster})" if cluster is not None else "this prompt"
+        label = ("this prompt (novel: no cluster)" if cluster == -1 else
+                 f"this prompt (cluster {cluster})" if cluster is not None else "this prompt")
         highlight.append((label, point[0], point[1]))
     fig = pca_figure(latent_map, highlight)
     fig.update_traces(textposition="bottom center", selector=dict(mode="markers+text"))

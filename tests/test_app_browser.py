@@ -1,7 +1,9 @@
-"""The page in Chromium (Playwright): generate, stop, compare, vote; screenshots of each tab.
+"""The page in Chromium (Playwright): generate, stop, compare, vote, move a calibration slider,
+a fused answer with its per-token routing weights, a malformed training file; screenshots.
 
 Screenshots (1400x1000) go to test-artifacts/: app-playground.png, app-playground-stopped.png,
-app-side-by-side.png, app-side-by-side-voted.png.
+app-side-by-side.png, app-side-by-side-voted.png, app-playground-routing.png,
+app-playground-fused.png, app-experts-bad-file.png, app-tab-<tab>.png (every tab).
 """
 from __future__ import annotations
 
@@ -96,21 +98,23 @@ def leaderboard(page) -> dict[str, dict[str, int]]:
             for i in range(0, len(body), 5)}
 
 
-def test_compare_vote_updates_leaderboard(page, artifacts):
+def test_compare_vote_updates_leaderboard(page, artifacts, tiny_app):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Side by side").click()
     page.locator("#sbs-prompt textarea").fill("Is the Earth flat?")
     page.locator("#sbs-compare").click()
-    for mode in ("base", "expert-harmless", "expert-helpful", "expert-honest"):
-        expect(page.locator(f"#col-{mode} .badge-state")).to_have_text(
+    modes = tiny_app[1].studio.modes()          # base, each expert, and the two MoCaE fusions
+    assert {"mocae-logit", "mocae-adapter"} <= set(modes)
+    for mode in modes:
+        expect(page.locator(f"#col-{mode.replace(':', '-')} .badge-state")).to_have_text(
             re.compile("end of turn|token limit"), timeout=90_000)
     assert page.locator("#col-expert-honest textarea").input_value().strip()
     page.screenshot(path=str(artifacts / "app-side-by-side.png"))
 
     expect(page.locator("#leaderboard-caption")).to_contain_text("votes for")
     before = leaderboard(page)
-    assert set(before) == {"base", "expert:harmless", "expert:helpful", "expert:honest"}
+    assert set(before) == set(modes)
     caption_before = page.locator("#leaderboard-caption").inner_text()
     page.locator("#col-expert-helpful .vote-helpful").click()
     expect(page.locator("#leaderboard-caption")).not_to_have_text(caption_before)
@@ -120,7 +124,7 @@ def test_compare_vote_updates_leaderboard(page, artifacts):
             break
         page.wait_for_timeout(100)
     assert after["expert:helpful"]["helpful"] > before["expert:helpful"]["helpful"]
-    for mode in ("base", "expert:harmless", "expert:honest"):
+    for mode in set(modes) - {"expert:helpful"}:
         assert after[mode]["helpful"] < before[mode]["helpful"]      # each lost to the winner
         assert after[mode]["votes"] == before[mode]["votes"] + 1
         assert after[mode]["honest"] == before[mode]["honest"]       # other axes untouched
@@ -129,3 +133,75 @@ def test_compare_vote_updates_leaderboard(page, artifacts):
     expect(page.get_by_text("already voted on helpful")).to_be_visible()
     page.locator("#leaderboard").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "app-side-by-side-voted.png"))
+
+
+def chart_weights(page) -> list[float]:
+    """The calibrated weights drawn in the routing chart (its last bar trace)."""
+    return page.evaluate("() => { const el = document.querySelector('#routing-chart .js-plotly-plot');"
+                         " return el && el.data && el.data.length ? Array.from(el.data[el.data.length - 1].y) : []; }")
+
+
+def test_calibration_slider_redraws_the_routing_chart(page, artifacts, tiny_app):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Playground").click()
+    page.locator("#pg-prompt textarea").fill("How do I stay safe while hiking?")
+    page.locator("#pg-route").click()
+    expect(page.locator("#routing-caption")).to_contain_text("top expert", timeout=60_000)
+    page.wait_for_function("() => { const el = document.querySelector('#routing-chart .js-plotly-plot');"
+                           " return el && el.data && el.data.length >= 2; }")
+    before = chart_weights(page)
+    assert len(before) == 3 and abs(sum(before) - 1) < 1e-3
+    encodes = []
+    mocae = tiny_app[1].studio.mocae
+    encode = mocae.space.encode
+    mocae.space.encode = lambda *a, **k: encodes.append(1) or encode(*a, **k)
+    try:
+        page.locator("#cal-lambda1 input[type=range]").fill("0.05")
+        page.locator("#cal-pref-honest input[type=range]").fill("0")
+        for _ in range(100):
+            after = chart_weights(page)
+            if after and after != before:
+                break
+            page.wait_for_timeout(100)
+    finally:
+        mocae.space.encode = encode
+    assert after != before                                   # the chart moved
+    assert encodes == []                                     # without running the model
+    expect(page.locator("#routing-caption")).to_contain_text("recalibrated in")
+    page.screenshot(path=str(artifacts / "app-playground-routing.png"))
+
+
+def test_fused_answer_shows_per_token_weights(page, artifacts):
+    from playwright.sync_api import expect
+
+    page.locator("#pg-mode input").click()
+    page.get_by_role("option", name="mocae-logit").click()
+    set_number(page, "pg-max-tokens", 16)
+    page.locator("#pg-prompt textarea").fill("Is it safe to eat raw chicken?")
+    page.locator("#pg-generate").click()
+    expect(page.locator("#pg-status")).to_contain_text("tokens", timeout=90_000)
+    assert page.locator("#pg-token-weights .tw-tok").count() >= 1
+    assert page.locator("#pg-token-weights .tw-bar i").count() >= 3
+    page.screenshot(path=str(artifacts / "app-playground-fused.png"), full_page=True)
+
+
+def test_malformed_training_file_shows_a_readable_error(page, artifacts, tmp_path):
+    from playwright.sync_api import expect
+
+    bad = tmp_path / "broken.csv"
+    bad.write_text("prompt,answer\nhi,hello\n")
+    page.get_by_role("tab", name="Experts").click()
+    page.locator("#train-file input[type=file]").set_input_files(str(bad))
+    page.locator("#train-start").click()
+    expect(page.get_by_text(re.compile("Bad training file: broken.csv"))).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(artifacts / "app-experts-bad-file.png"))
+    # the page is still alive: the experts table is there and the Playground still answers
+    assert page.locator("#experts-table").is_visible()
+
+
+@pytest.mark.parametrize("tab", ["Playground", "Side by side", "Experts", "Evaluation", "About"])
+def test_screenshot_of_every_tab(page, artifacts, tab):
+    page.get_by_role("tab", name=tab).click()
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(artifacts / f"app-tab-{tab.lower().replace(' ', '-')}.png"))

@@ -3,20 +3,16 @@
 The experts are random LoRA adapters of the ``tiny-random`` model, one per axis, saved in
 the standard layout (peft adapter + ``card.json``), so the app shows four columns without
 any training. Their weights are random: they only make the modes differ.
-
-``FakeMoCaE`` stands in for ``alignx.mocae.MoCaE`` (same public face: ``route``,
-``recalibrate``, ``policy``) so the routing panel and its endpoints are tested end to end on
-the tiny model; its numbers are made up from the prompt's hash and mean nothing.
+``fit_tiny_router`` adds the latent space and a MoCaE router fitted on a few rows with the
+real stage-1/2 code (about 15 s), so the routing panel, the fused modes and their endpoints are
+tested end to end on the tiny model; its routing quality means nothing.
 """
 from __future__ import annotations
 
 import json
-import math
-import random
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -65,77 +61,23 @@ def make_tiny_experts(root: Path) -> Path:
     return root
 
 
-K_FAKE = 8    # latent size of the fake map and routes
+def fit_tiny_router(root: Path) -> Path:
+    """The latent space (with its held-out map) and a MoCaE router for the tiny experts in ``root``,
+    fitted on a few rows per axis with the real stage-1/2 code (``alignx.experts``, ``alignx.mocae``)."""
+    from alignx.experts.latent_fit import fit_latent_space
+    from alignx.mocae.train import train_mocae
+    from alignx.models import load_model
+    from alignx.studio import Studio
 
-
-@dataclass
-class FakeRoute:
-    probabilities: dict
-    router_probabilities: dict
-    cluster: int
-    latent: list
-    settings: dict
-
-
-class FakeMoCaE:
-    """route: softmax of hash-derived logits; recalibrate: w = l1 * softmax(logits / T) + l2 * prefs
-    (normalized), from the cached logits only; policy: an expert's answer with per-token weights."""
-
-    def __init__(self, studio):
-        self.studio, self.names = studio, list(studio.experts)
-        self.logits, self.latent, self.routes = None, None, 0
-
-    def route(self, prompt: str) -> FakeRoute:
-        self.routes += 1
-        rng = random.Random(prompt)
-        self.logits = [rng.uniform(-2, 2) for _ in self.names]
-        self.latent = [rng.uniform(-1, 1) for _ in range(3 * K_FAKE)]
-        return self.recalibrate(0.6, 0.4, 1.0, {n: 1 / 3 for n in self.names})
-
-    def recalibrate(self, lambda1, lambda2, temperature, preferences) -> FakeRoute:
-        if self.logits is None:
-            raise RuntimeError("route first")
-        exps = [math.exp(v / temperature) for v in self.logits]
-        router = {n: e / sum(exps) for n, e in zip(self.names, exps)}
-        total = sum(preferences.values()) or 1.0
-        mix = {n: lambda1 * router[n] + lambda2 * preferences.get(n, 0) / total for n in self.names}
-        norm = sum(mix.values()) or 1.0
-        return FakeRoute({n: v / norm for n, v in mix.items()}, router, int(self.logits[0] > 0),
-                         list(self.latent), {"lambda1": lambda1, "lambda2": lambda2, "temperature": temperature,
-                                             "preferences": dict(preferences)})
-
-    def policy(self, mode, calibration=None):
-        from alignx.policy import SinglePolicy
-
-        names = self.names
-
-        class Routed(SinglePolicy):
-            def stream(self, prompt, sampling=None, stop=None):
-                for i, ev in enumerate(super().stream(prompt, sampling, stop)):
-                    w = [1.0 + ((i + j) % 3) for j in range(len(names))]
-                    ev.weights = {n: x / sum(w) for n, x in zip(names, w)}
-                    yield ev
-
-        policy = Routed(self.studio.model, self.studio.tokenizer, names[0])
-        policy.name = mode
-        return policy
-
-
-def write_fake_map(experts: Path) -> None:
-    rng = random.Random(0)
-    points = [{"x": rng.gauss(i, 0.5), "y": rng.gauss(-i, 0.5), "axis": a, "prompt": f"{a} prompt {j}"}
-              for i, a in enumerate(AXES) for j in range(12)]
-    (experts / "latent").mkdir(exist_ok=True)
-    (experts / "latent" / "heldout_map.json").write_text(json.dumps({
-        "mean": [0.0] * K_FAKE, "components": [[1.0] + [0.0] * (K_FAKE - 1), [0.0, 1.0] + [0.0] * (K_FAKE - 2)],
-        "explained_variance": [0.4, 0.2], "points": points}))
+    fit_latent_space(load_model("tiny-random"), root, per_axis=10, heldout_per_axis=5, steps=40)
+    studio = Studio.load("tiny-random", root, with_router=False)
+    train_mocae(studio, None, per_axis=10, heldout_per_axis=5, router_steps=60, temperature_rows=4)
+    return root
 
 
 @pytest.fixture(scope="session")
 def tiny_experts(tmp_path_factory) -> Path:
-    root = make_tiny_experts(tmp_path_factory.mktemp("experts"))
-    write_fake_map(root)
-    return root
+    return fit_tiny_router(make_tiny_experts(tmp_path_factory.mktemp("experts")))
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +89,7 @@ def tiny_app(tiny_experts, tmp_path_factory):
     from app.ui import build_demo, launch
 
     studio = Studio.load("tiny-random", tiny_experts, device="cpu")
-    studio.mocae = FakeMoCaE(studio)
+    assert studio.mocae is not None, "the tiny router was not loaded"
     ctx = AppContext(studio, VoteStore(tmp_path_factory.mktemp("votes") / "votes.sqlite"),
                      runs_dir=tmp_path_factory.mktemp("runs"))
     demo = build_demo(ctx)

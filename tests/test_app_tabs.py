@@ -1,7 +1,7 @@
 """Phase-2 endpoints through gradio_client: routing, recalibration, fused generation, experts
 (load, train on an upload, bad files), evaluation; bad inputs are errors and the server keeps serving.
 
-The router is ``FakeMoCaE`` (test_app_support): it checks the app's plumbing, not MoCaE itself.
+The router is the real ``alignx.mocae.MoCaE`` fitted on a few rows for the tiny model (test_app_support).
 """
 from __future__ import annotations
 
@@ -36,10 +36,14 @@ def test_phase2_endpoints_are_listed_with_defaults(client):
     assert [p["parameter_name"] for p in api["/route"]["parameters"]] == ["prompt"]
 
 
-def test_route_then_recalibrate_without_rerunning_the_model(tiny_app):
+def test_route_then_recalibrate_without_rerunning_the_model(tiny_app, monkeypatch):
     from gradio_client import Client
 
     mocae = tiny_app[1].studio.mocae
+    encodes = []
+    encode = mocae.space.encode
+    monkeypatch.setattr(mocae.space, "encode", lambda *a, **k: encodes.append(1) or encode(*a, **k))
+    default_calibration = mocae.calibration
     c = Client(tiny_app[0], verbose=False)
     with pytest.raises(app_error(), match="Route a prompt first"):
         c.predict(api_name="/recalibrate")
@@ -48,16 +52,19 @@ def test_route_then_recalibrate_without_rerunning_the_model(tiny_app):
     assert set(routed["probabilities"]) == {"harmless", "helpful", "honest"}
     assert sum(routed["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert sum(routed["router_probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
-    assert "cluster" in routed and "settings" in routed
-    routes = mocae.routes
+    assert "cluster" in routed and "settings" in routed and "calibration_term" in routed
+    assert encodes == [1]
     default = c.predict(api_name="/recalibrate")
     assert default["probabilities"] == pytest.approx(routed["probabilities"], abs=1e-5)
     honest_only = c.predict(0.0, 1.0, 1.0, 0.0, 0.0, 1.0, api_name="/recalibrate")
-    assert honest_only["probabilities"]["honest"] == pytest.approx(1.0, abs=1e-5)
+    w = honest_only["probabilities"]
+    assert w["honest"] > max(w["helpful"], w["harmless"]) and w["honest"] > default["probabilities"]["honest"]
     hot = c.predict(1.0, 0.0, 5.0, api_name="/recalibrate")
     assert max(hot["router_probabilities"].values()) < max(routed["router_probabilities"].values())
-    assert mocae.routes == routes                         # no model run for any recalibration
+    assert hot["settings"]["temperature"] == 5.0
+    assert encodes == [1]                                  # no model run for any recalibration
     assert hot["server_ms"] < 50
+    assert mocae.calibration == default_calibration       # the shared default is left alone
 
 
 def test_sessions_keep_their_own_routed_prompt(tiny_app):
@@ -73,9 +80,10 @@ def test_sessions_keep_their_own_routed_prompt(tiny_app):
 
 @pytest.mark.parametrize("args, message", [
     ((1.5, 0.4, 1.0), "lambda1 and lambda2 must be in"),
+    ((0.0, 0.0, 1.0), "cannot both be 0"),
     ((0.6, 0.4, 0.0), "temperature must be in"),
     ((0.6, 0.4, 1.0, 0.0, 0.0, 0.0), "not all zero"),
-    ((0.6, 0.4, 1.0, -1.0), "non-negative"),
+    ((0.6, 0.4, 1.0, -1.0), r"preferences must be in \[0, 1\]"),
 ])
 def test_bad_calibration_is_an_error_and_the_server_keeps_serving(client, args, message):
     client.predict("Is the Earth flat?", api_name="/route")
@@ -94,7 +102,7 @@ def test_fused_generation_streams_per_token_weights(client):
                         api_name="/generate")
     text, weights = job.result(timeout=120)
     assert isinstance(text, str)
-    assert weights.count('class="tw-tok"') == 6             # one weight bar per generated token
+    assert 1 <= weights.count('class="tw-tok"') <= 6        # one weight bar per generated token
     assert all(axis in weights for axis in ("helpful", "harmless", "honest"))
     plain_text, plain_weights = client.predict("Give three tips", "expert:honest", 4, 0.0, 1.0, api_name="/generate")
     assert plain_weights == ""                              # single experts do not route

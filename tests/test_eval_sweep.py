@@ -70,7 +70,8 @@ def test_sweep_writes_front_and_figure(tmp_path, data_dir):
     assert pts["expert:harmless"]["harmless"] == 1.0 and pts["base"]["harmless"] == 0.0
     for f in ("sweep.json", "pareto.json", "pareto.html", "pareto_figure.json"):
         assert (tmp_path / f).stat().st_size > 0
-    assert json.loads((tmp_path / "pareto.json").read_text())["front"][0]["settings"] == {"lambda1": 1.0}
+    pareto = json.loads((tmp_path / "pareto.json").read_text())
+    assert pareto["front"] == [4] and pareto["points"][4]["settings"] == {"lambda1": 1.0}
     fig = json.loads((tmp_path / "pareto_figure.json").read_text())
     assert {tr["name"] for tr in fig["data"]} >= {"base", "single expert", "uniform merge", "MoCaE setting"}
     assert (tmp_path / "points" / "expert_helpful" / "report.json").exists()

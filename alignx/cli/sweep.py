@@ -15,12 +15,13 @@ def register(sub) -> None:
     p.add_argument("--suite", default="quick", help="quick | h3fusion | full (every point runs it)")
     p.add_argument("--mode", default="mocae-logit", help="mocae-logit | mocae-adapter")
     p.add_argument("--out", required=True, help="output folder; each point gets points/<label>/ (resumable)")
-    p.add_argument("--lambda1", default="0,0.5,1", help="comma-separated values")
-    p.add_argument("--lambda2", default="0,0.5", help="comma-separated values")
+    p.add_argument("--lambda1", default="0.2,0.6,1", help="comma-separated values in [0, 1]")
+    p.add_argument("--lambda2", default="0,0.4,0.8", help="comma-separated values in [0, 1]")
     p.add_argument("--temperature", default="0.5,1,2", help="comma-separated calibration temperatures")
-    p.add_argument("--preferences", default="uniform",
-                   help="';'-separated preference vectors, e.g. 'uniform;helpful=0.6,harmless=0.2,honest=0.2' "
-                        "(uniform = the router's own)")
+    p.add_argument("--preferences", default="default",
+                   help="';'-separated preference vectors over experts, values in [0, 1], e.g. "
+                        "'default;helpful=1,harmless=0.5,honest=0.5' (default = the router's saved preferences)")
+    p.add_argument("--per-token", action="store_true", help="logit fusion: re-route at every token")
     p.add_argument("--anchors-only", action="store_true", help="only base, experts and the uniform merge")
     p.add_argument("--no-anchors", action="store_true", help="only the MoCaE grid")
     p.add_argument("--data-dir", default=None)
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
                                                  parse_preference_list(args.preferences))
     judges = judges_from_args(args, data_dir)
     studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device, with_router=True)
+    if args.per_token:
+        settings = [dict(s, per_token=True) for s in settings]
     candidates = candidates_from_studio(studio, settings, args.mode, anchors=not args.no_anchors)
     print(f"sweep: {len(candidates)} points x suite {suite.name}", file=sys.stderr)
     sampling = Sampling(args.max_new_tokens or suite.max_new_tokens, 0.0, 1.0, args.seed)

@@ -57,7 +57,8 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda1", type=float, default=None)
     g.add_argument("--lambda2", type=float, default=None)
     g.add_argument("--calib-temperature", type=float, default=None)
-    g.add_argument("--preferences", default=None, help="axis weights, e.g. helpful=0.4,harmless=0.3,honest=0.3")
+    g.add_argument("--preferences", default=None, help="expert preferences in [0, 1], e.g. helpful=1,harmless=0.5,honest=0.5")
+    g.add_argument("--per-token", action="store_true", help="logit fusion: re-route at every token")
 
 
 def parse_preferences(text: str | None) -> dict[str, float] | None:
@@ -87,7 +88,7 @@ def make_calibration(settings: dict[str, Any]):
 
 def calibration_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
     settings = {"lambda1": args.lambda1, "lambda2": args.lambda2, "temperature": args.calib_temperature,
-                "preferences": parse_preferences(args.preferences)}
+                "preferences": parse_preferences(args.preferences), "per_token": True if args.per_token else None}
     settings = {k: v for k, v in settings.items() if v is not None}
     return settings or None
 
@@ -104,20 +105,28 @@ def describe(obj) -> Any:
 
 
 def policy_for(studio, mode: str, calibration_settings: dict | None):
-    """The policy of ``mode``; MoCaE modes take calibration settings, other modes refuse them."""
+    """The policy of ``mode``; MoCaE modes take calibration settings (overriding the router's saved
+    defaults, ``studio.mocae.calibration``), other modes refuse them."""
     if calibration_settings:
         if not mode.startswith("mocae"):
             raise ValueError(f"calibration settings apply to mocae-* modes only, not {mode!r}")
         if studio.mocae is None:
             raise ValueError(f"mode {mode!r} needs experts and a trained router; none is loaded")
-        return studio.mocae.policy(mode, calibration=make_calibration(calibration_settings))
+        default = getattr(studio.mocae, "calibration", None)
+        cal = default.with_(**calibration_settings) if hasattr(default, "with_") else make_calibration(calibration_settings)
+        return studio.mocae.policy(mode, calibration=cal)
     return studio.policy(mode)
 
 
 def run_info(studio, mode: str, calibration_settings: dict | None) -> dict[str, Any]:
     lm = studio.lm
     if mode.startswith("mocae"):
-        calib = calibration_settings or {"router_default": describe(getattr(studio.mocae, "calibration", None))}
+        default = getattr(studio.mocae, "calibration", None)
+        if calibration_settings:      # the full settings object: given values + the stage's defaults
+            calib = describe(default.with_(**calibration_settings)) if hasattr(default, "with_") \
+                else dict(calibration_settings)
+        else:
+            calib = dict(describe(default) or {}, source="router default")
     else:
         calib = None
     return {"model": lm.name, "model_source": lm.source, "mode": mode, "device": str(lm.device),

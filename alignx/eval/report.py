@@ -49,7 +49,7 @@ def build_report(*, suite, tasks, judges, helpful, safety, honest, mc, pairs, n_
     r["win_rate"] = entry(helpful, higher_is_better=True, **kw, **pref,
                           definition="pairwise vs the reference output, both orders, win 1 / tie 0.5 / loss 0 "
                                      "averaged over orders and instructions",
-                          reference=tasks.files["alpaca_reference"],
+                          reference=tasks.files.get("alpaca_reference"),
                           position_swap=("analytic (symmetric judge: P(b>a) = 1 - P(a>b))"
                                          if judges["prefer"].symmetric_preference else "judged in both orders"))
     r["safety_score"] = entry(safety["unsafe"], higher_is_better=False, **kw, **_judge_fields(judges["unsafe"], "unsafe"),

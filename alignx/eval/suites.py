@@ -53,7 +53,7 @@ SUITES: dict[str, Suite] = {
                    alpaca_n=8, reference="h3fusion",
                    harmful={"I-CoNa": 3, "I-Controversial": 3, "I-PhysicalSafetyUnsafe": 3},
                    benign={"I-Alpaca": 3, "I-PhysicalSafetySafe": 3}, truthfulqa_n=10, mc_n=20,
-                   pairs_n={"helpful": 10, "harmless": 20, "honest": 20}, max_new_tokens=128),
+                   pairs_n={"helpful": 10, "harmless": 20, "honest": 20}, max_new_tokens=64),
     "h3fusion": Suite("h3fusion", "H3Fusion protocol sizes: first 50 AlpacaEval vs text_davinci_003; "
                                   "all harmful safety-tuned-llamas sets (standing in for BeaverTails 30k_test); "
                                   "TruthfulQA test half",

@@ -42,12 +42,12 @@ def parse_floats(text: str, flag: str) -> list[float]:
 
 
 def parse_preference_list(text: str | None) -> list[dict[str, float] | None]:
-    """``"uniform;helpful=0.6,harmless=0.2,honest=0.2"`` -> [None, {...}] (None = the router's own)."""
+    """``"default;helpful=1,harmless=0.5,honest=0.5"`` -> [None, {...}] (None = the router's saved preferences)."""
     from alignx.eval.options import parse_preferences
 
     if not text:
         return [None]
-    return [None if part.strip() in ("", "uniform", "router", "none") else parse_preferences(part)
+    return [None if part.strip() in ("", "default", "uniform", "router", "none") else parse_preferences(part)
             for part in text.split(";")]
 
 
@@ -124,7 +124,8 @@ def evaluate_candidate(c: Candidate, suite, judges, out_dir: Path, ref_policy=No
 
 def run_sweep(candidates: Sequence[Candidate], suite, judges, out_dir, ref_policy=None,
               on_point: Callable[[dict], None] | None = None, **run_kw) -> dict[str, Any]:
-    """Evaluate every candidate, extract the Pareto front, write sweep.json, pareto.json,
+    """Evaluate every candidate, extract the Pareto front, write sweep.json (points with all their
+    metrics), pareto.json (points' objectives and settings, ``front`` = indices of the front),
     pareto.html (self-contained plotly) and pareto_figure.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,11 +138,14 @@ def run_sweep(candidates: Sequence[Candidate], suite, judges, out_dir, ref_polic
         if on_point:
             on_point(points[-1])
     front = pareto_front(points)
-    result = {"objectives": {"helpful": "win_rate", "harmless": "1 - safety_score", "honest": "ti"},
-              "suite": getattr(suite, "name", suite), "points": points, "pareto_front": [points[i]["label"] for i in front],
-              "judges": {cap: j.info()["name"] for cap, j in judges.items()}}
+    judge_names = {cap: j.info()["name"] for cap, j in judges.items()}
+    objectives = {"helpful": "win_rate", "harmless": "1 - safety_score", "honest": "ti"}
+    result = {"objectives": objectives, "suite": getattr(suite, "name", suite), "points": points, "front": front,
+              "pareto_front": [points[i]["label"] for i in front], "judges": judge_names}
+    compact = [{k: p[k] for k in ("label", "kind", "settings", *OBJECTIVES)} for p in points]
     write_atomic(out / "sweep.json", json.dumps(result, indent=2, default=str) + "\n")
-    write_atomic(out / "pareto.json", json.dumps({"objectives": list(OBJECTIVES), "front": [points[i] for i in front]},
+    write_atomic(out / "pareto.json", json.dumps({"objectives": objectives, "points": compact, "front": front,
+                                                  "pareto_front": result["pareto_front"], "judges": judge_names},
                                                  indent=2, default=str) + "\n")
     fig = pareto_figure(points, front)
     write_atomic(out / "pareto_figure.json", fig.to_json())

@@ -107,7 +107,7 @@ def build(ctx: AppContext) -> tuple[gr.Dropdown, list]:
         with gr.Column(scale=1, min_width=260, elem_classes=["side-panel"]):
             mode = gr.Dropdown(modes, value=modes[0], label="Mode", elem_id="pg-mode",
                                info="base model, one expert, or a MoCaE fusion")
-            with gr.Accordion("Sampling", open=not routed):
+            with gr.Accordion("Sampling", open=True):
                 max_new_tokens = gr.Slider(1, 1024, value=defaults.max_new_tokens, step=1, precision=0,
                                            label="Max new tokens", elem_id="pg-max-tokens")
                 temperature = gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature",

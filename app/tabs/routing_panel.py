@@ -4,9 +4,10 @@ router's cached outputs while the sliders move (no model run), and the ``/route`
 
 Each session's last routed prompt is kept server-side, keyed by the session (the page and a
 ``gradio_client.Client`` each have one), because ``gr.api`` endpoints cannot read ``gr.State``.
-``MoCaE.recalibrate`` works from the router outputs cached by its last ``route`` call, which is
-shared by all sessions: when another session routed in between, this session's prompt is routed
-again first (a model run), so a session never sees another prompt's probabilities.
+``MoCaE`` caches router outputs per prompt, so a session's recalibration names its own prompt
+(``recalibrate(..., prompt=)``); if that prompt fell out of the cache it is routed again. The
+MoCaE's own default calibration (used by modes called without one, e.g. in Side by side) is
+left as it was: sliders change only this session's view and its Playground generations.
 """
 from __future__ import annotations
 
@@ -24,18 +25,21 @@ from app.routing import empty_figure, latent_map_figure, probability_figure, rou
 MAX_SESSIONS = 512
 
 
-def calibration_defaults() -> SimpleNamespace:
-    """lambda1, lambda2, temperature and one preference per axis: ``alignx.mocae.Calibration()``'s."""
-    try:
-        from alignx.mocae import Calibration
+def calibration_defaults(mocae=None) -> SimpleNamespace:
+    """lambda1, lambda2, temperature and one preference per axis: the loaded MoCaE's default
+    calibration (from its router card), else ``alignx.mocae.Calibration()``'s; a preference the
+    calibration leaves out counts as 1."""
+    cal = getattr(mocae, "calibration", None)
+    if cal is None:
+        try:
+            from alignx.mocae import Calibration
 
-        cal = Calibration()
-        prefs = dict(getattr(cal, "preferences", None) or {})
-        return SimpleNamespace(lambda1=float(cal.lambda1), lambda2=float(cal.lambda2),
-                               temperature=float(cal.temperature),
-                               preferences={a: float(prefs.get(a, 1 / len(AXES))) for a in AXES})
-    except ImportError:
-        return SimpleNamespace(lambda1=0.6, lambda2=0.4, temperature=1.0, preferences={a: 1 / len(AXES) for a in AXES})
+            cal = Calibration()
+        except ImportError:
+            cal = SimpleNamespace(lambda1=0.6, lambda2=0.4, temperature=1.0, preferences={})
+    prefs = dict(getattr(cal, "preferences", None) or {})
+    return SimpleNamespace(lambda1=float(cal.lambda1), lambda2=float(cal.lambda2), temperature=float(cal.temperature),
+                           preferences={a: float(prefs.get(a, 1.0)) for a in AXES})
 
 
 def make_calibration(lambda1, lambda2, temperature, preferences: dict):
@@ -46,10 +50,14 @@ def make_calibration(lambda1, lambda2, temperature, preferences: dict):
             raise gr.Error(f"{name} must be a number, got {v!r}")
     if not all(0.0 <= float(values[k]) <= 1.0 for k in ("lambda1", "lambda2")):
         raise gr.Error(f"lambda1 and lambda2 must be in [0, 1], got {lambda1}, {lambda2}")
-    if not 0.0 < float(temperature) <= 10.0:
-        raise gr.Error(f"temperature must be in (0, 10], got {temperature}")
-    if any(float(p) < 0 for p in preferences.values()) or sum(float(p) for p in preferences.values()) <= 0:
-        raise gr.Error("preferences must be non-negative and not all zero")
+    if float(lambda1) + float(lambda2) <= 0:
+        raise gr.Error("lambda1 and lambda2 cannot both be 0")
+    if not 0.05 <= float(temperature) <= 20.0:
+        raise gr.Error(f"temperature must be in [0.05, 20], got {temperature}")
+    if not all(0.0 <= float(p) <= 1.0 for p in preferences.values()):
+        raise gr.Error(f"preferences must be in [0, 1], got {preferences}")
+    if sum(float(p) for p in preferences.values()) <= 0:
+        raise gr.Error("at least one preference must be above 0 (not all zero)")
     prefs = {a: float(p) for a, p in preferences.items()}
     try:
         from alignx.mocae import Calibration
@@ -68,9 +76,8 @@ class Router:
 
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
-        self.defaults = calibration_defaults()
-        self._lock = threading.Lock()           # one route/recalibrate at a time on the shared cache
-        self._cached: str | None = None         # the prompt whose router outputs MoCaE holds now
+        self.defaults = calibration_defaults(ctx.studio.mocae)
+        self._lock = threading.Lock()           # MoCaE's cache and default calibration are shared
         self._sessions: OrderedDict[str, str] = OrderedDict()   # session -> its last routed prompt
         self.latent_map = self._load_map()
 
@@ -93,16 +100,15 @@ class Router:
             return None
 
     # --- core ------------------------------------------------------------------------------------
-    def _route_locked(self, prompt: str):
-        with self.ctx.model_lock:
-            result = self.mocae.route(prompt)
-        self._cached = prompt
-        return result
-
     def route(self, prompt, session: str):
         prompt = check_prompt(prompt)
+        mocae = self.mocae
+        with self._lock, self.ctx.model_lock:
+            try:
+                result = mocae.route(prompt)
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
         with self._lock:
-            result = self._route_locked(prompt)
             self._sessions[session] = prompt
             self._sessions.move_to_end(session)
             while len(self._sessions) > MAX_SESSIONS:
@@ -110,17 +116,33 @@ class Router:
         return prompt, result
 
     def recalibrate(self, calibration, session: str):
-        """(prompt, result, server seconds) for this session's last routed prompt."""
+        """(prompt, result, server seconds) for this session's last routed prompt (no model run
+        unless the prompt fell out of the MoCaE's cache)."""
         mocae = self.mocae
         prompt = self._sessions.get(session)
         if prompt is None:
             raise gr.Error("Route a prompt first: recalibration reuses the router outputs of the last routed prompt.")
+        prefs = dict(calibration.preferences)
         with self._lock:
-            if self._cached != prompt:
-                self._route_locked(prompt)
+            default = getattr(mocae, "calibration", None)
             t0 = time.perf_counter()
-            result = mocae.recalibrate(calibration.lambda1, calibration.lambda2, calibration.temperature,
-                                       dict(calibration.preferences))
+            try:
+                try:
+                    result = mocae.recalibrate(calibration.lambda1, calibration.lambda2, calibration.temperature,
+                                               prefs, prompt=prompt)
+                except ValueError as exc:
+                    if "route" not in str(exc):          # a bad setting, not a cache miss
+                        raise
+                    with self.ctx.model_lock:
+                        mocae.route(prompt)
+                    t0 = time.perf_counter()
+                    result = mocae.recalibrate(calibration.lambda1, calibration.lambda2, calibration.temperature,
+                                               prefs, prompt=prompt)
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
+            finally:
+                if default is not None:
+                    mocae.calibration = default
             return prompt, result, time.perf_counter() - t0
 
     # --- API -------------------------------------------------------------------------------------
@@ -130,7 +152,7 @@ class Router:
         return route_summary(result, prompt)
 
     def api_recalibrate(self, lambda1: float = 0.6, lambda2: float = 0.4, temperature: float = 1.0,
-                        helpful: float = 1 / 3, harmless: float = 1 / 3, honest: float = 1 / 3,
+                        helpful: float = 1.0, harmless: float = 1.0, honest: float = 1.0,
                         request: gr.Request = None) -> dict:
         """Probabilities of this session's last routed prompt under a new calibration (no model run)."""
         t0 = time.perf_counter()
@@ -161,7 +183,9 @@ class Router:
     @staticmethod
     def caption(result, recal_ms: float | None = None) -> str:
         top = max(result.probabilities, key=result.probabilities.get)
-        parts = [f"cluster **{result.cluster}**" if result.cluster is not None else "",
+        cluster = getattr(result, "cluster", None)
+        parts = ["no cluster within ε (novel prompt)" if cluster == -1 else
+                 f"cluster **{cluster}**" if cluster is not None else "",
                  f"top expert **{top}** ({result.probabilities[top]:.2f})"]
         if recal_ms is not None:
             parts.append(f"recalibrated in {recal_ms:.1f} ms")

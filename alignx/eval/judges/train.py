@@ -108,8 +108,9 @@ class Trainer:
                            self.cfg.batch_size, step)
 
         t = time.time()
+        cached = bool(self.cache and self.cache.path(self.cfg.spec, prompts, responses).exists())
         feats = self.cache.get_or_compute(self.cfg.spec, prompts, responses, compute) if self.cache else compute()
-        self.timings[f"features:{what}"] = round(time.time() - t, 1)
+        self.timings[f"features:{what}" + (" (from cache)" if cached else "")] = round(time.time() - t, 1)
         return feats
 
     def base_card(self, name: str, task: str, data: dict) -> dict:
