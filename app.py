@@ -3,7 +3,7 @@
 Loads the model and its experts once (``alignx.studio.Studio.load``), builds the page from
 ``app/`` and serves it. Local runs bind 127.0.0.1; on a Space (``SPACE_ID`` set) 0.0.0.0.
 Environment: ALIGNX_MODEL (model spec), ALIGNX_AUTH (user:pass), ALIGNX_VOTES_DB (votes file),
-GRADIO_SERVER_PORT (port).
+ALIGNX_JUDGE (badge judge), GRADIO_SERVER_PORT (port).
 """
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--auth", default=os.environ.get("ALIGNX_AUTH"),
                    help="user:pass for basic login (default $ALIGNX_AUTH; none if unset)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    p.add_argument("--judge", default=os.environ.get("ALIGNX_JUDGE") or "offline",
+                   help="judge for the side-by-side badges: offline (the shipped proxy judges, default), "
+                        "api, hf, or none (length only); default $ALIGNX_JUDGE")
     args = p.parse_args(argv)
     if args.concurrency < 1:
         p.error("--concurrency must be at least 1")
@@ -72,6 +75,20 @@ def load_studio(spec: str, experts_dir: str | None, device: str):
         return Studio.load(DEFAULT_MODEL, experts, device=device), notice
 
 
+def load_badge_judge(name: str):
+    """The judge behind the side-by-side badges, or None (length only) when ``name`` is "none" or
+    the judge cannot be built here; it loads its own feature model on first use."""
+    if name in ("", "none"):
+        return None
+    from alignx.eval.judges.base import get_judge
+
+    try:
+        return get_judge(name)
+    except Exception as exc:   # noqa: BLE001 - badges are optional; say why they are missing
+        log.warning("side-by-side badges show length only: judge %r unavailable (%s)", name, exc)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)   # gradio's own startup probes
@@ -93,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     votes = VoteStore(args.votes_db)
     log.info("votes: %s", votes.path)
-    demo = build_demo(AppContext(studio, votes, concurrency=args.concurrency, notice=notice))
+    judge = load_badge_judge(args.judge)
+    demo = build_demo(AppContext(studio, votes, concurrency=args.concurrency, notice=notice, judge=judge))
     launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=args.auth)
     return 0
 

@@ -4,7 +4,7 @@ A vote says "for prompt P, among the answers of modes M1..Mn, mode W is best on 
 It counts as W beating every other mode shown (n - 1 pairwise games). Ratings are kept per
 (model, axis, mode) and recomputed from the stored votes, oldest first, so the table is a
 pure function of the database. Within one vote all pairwise updates use the ratings from
-before the vote, so the order of the columns does not matter. See docs/method/app.md.
+before the vote, so the order of the columns does not matter. See docs/METHOD.md.
 
 ``stream_answers`` streams several policies side by side (round robin, one token per column
 per step), the loop behind the app's Playground and Side-by-side tabs.

@@ -42,6 +42,13 @@ def set_number(page, elem_id: str, value) -> None:
     box.press("Enter")
 
 
+def shot(page, path) -> None:
+    """A screenshot without the toasts of earlier steps covering the page."""
+    page.evaluate("() => document.querySelectorAll('.toast-wrap').forEach(e => e.style.display = 'none')")
+    page.screenshot(path=str(path))
+    page.evaluate("() => document.querySelectorAll('.toast-wrap').forEach(e => e.style.display = '')")
+
+
 def answer_text(page) -> str:
     return page.locator("#pg-answer textarea").input_value()
 
@@ -169,7 +176,7 @@ def test_calibration_slider_redraws_the_routing_chart(page, artifacts, tiny_app)
     assert after != before                                   # the chart moved
     assert encodes == []                                     # without running the model
     expect(page.locator("#routing-caption")).to_contain_text("recalibrated in")
-    page.screenshot(path=str(artifacts / "app-playground-routing.png"))
+    shot(page, artifacts / "app-playground-routing.png")
 
 
 def test_fused_answer_shows_per_token_weights(page, artifacts):
@@ -204,4 +211,5 @@ def test_malformed_training_file_shows_a_readable_error(page, artifacts, tmp_pat
 def test_screenshot_of_every_tab(page, artifacts, tab):
     page.get_by_role("tab", name=tab).click()
     page.wait_for_timeout(800)
-    page.screenshot(path=str(artifacts / f"app-tab-{tab.lower().replace(' ', '-')}.png"))
+    page.evaluate("() => window.scrollTo(0, 0)")
+    shot(page, artifacts / f"app-tab-{tab.lower().replace(' ', '-')}.png")

@@ -1,1 +1,1 @@
-"""Evaluation: metrics, judges, suites, runner, reports, sweeps (see docs/method/eval.md)."""
+"""Evaluation: metrics, judges, suites, runner, reports, sweeps (see docs/METHOD.md)."""

@@ -3,7 +3,7 @@
 All rates are fractions in [0, 1]. Per-item scores are computed first (``*_items``), the metric
 is their mean, and ``bootstrap_ci`` gives a seeded percentile interval over items. ``None`` /
 NaN item scores mean "the judge gave no valid verdict": they are left out of the mean and counted.
-The formulas are written out in docs/method/eval.md.
+The formulas are written out in docs/METHOD.md.
 """
 from __future__ import annotations
 

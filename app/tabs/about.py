@@ -1,4 +1,4 @@
-"""About: what each mode and method is, the formulas (as in docs/method/*.md), the metrics, and
+"""About: what each mode and method is, the formulas (as in docs/METHOD.md), the metrics, and
 links to the full method and results documents."""
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ badges use the same offline judges and are labeled as proxies.
 
 ### Side by side
 Votes are stored in SQLite; Elo per axis (K = 32, start 1000), a vote counting as the winner beating
-every other column shown (see `docs/method/app.md`).
+every other column shown (see `docs/METHOD.md`).
 """
 
 

@@ -104,6 +104,10 @@ def build(ctx: AppContext) -> tuple[gr.Dropdown, list]:
                 route_btn = gr.Button("Route only", variant="secondary", elem_id="pg-route", scale=1,
                                       visible=routed)
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="pg-stop", scale=1)
+            answer = gr.Textbox(label="Answer", lines=8, max_lines=30, interactive=False, autoscroll=True,
+                                buttons=["copy"], elem_id="pg-answer")
+            status = gr.Markdown("", label="status", elem_id="pg-status", elem_classes=["status-line"])
+            weights = gr.HTML("", elem_id="pg-token-weights", padding=False, visible=routed)
         with gr.Column(scale=1, min_width=260, elem_classes=["side-panel"]):
             mode = gr.Dropdown(modes, value=modes[0], label="Mode", elem_id="pg-mode",
                                info="base model, one expert, or a MoCaE fusion")
@@ -127,10 +131,6 @@ def build(ctx: AppContext) -> tuple[gr.Dropdown, list]:
         gr.Markdown("**Routing panel unavailable:** no MoCaE router is loaded (it needs the three experts and a "
                     "trained router in the experts folder). Base and expert modes work as usual.",
                     elem_classes=["note", "routing-missing"], elem_id="routing-missing")
-    answer = gr.Textbox(label="Answer", lines=8, max_lines=30, interactive=False, autoscroll=True,
-                        buttons=["copy"], elem_id="pg-answer")
-    weights = gr.HTML("", elem_id="pg-token-weights", padding=False, visible=routed)
-    status = gr.Markdown("", label="status", elem_id="pg-status", elem_classes=["status-line"])
     examples = example_prompts()
     with gr.Row(elem_classes=["examples-row"]):
         for axis, prompts in examples.items():
