@@ -1,0 +1,56 @@
+"""The experts, latent space and router shipped in assets/experts load on the offline default
+model and change what it says."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignx.experts.io import DEFAULT_EXPERTS_DIR
+
+AXES = {"helpful", "harmless", "honest"}
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def studio():
+    from alignx.studio import Studio
+
+    return Studio.load("smollm2-135m-instruct", DEFAULT_EXPERTS_DIR, device="cpu")
+
+
+def test_cards_describe_the_default_model(studio):
+    assert set(studio.experts) == AXES
+    for name, card in studio.experts.items():
+        assert card["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct", name
+        assert card["axis"] == name and card["command"].startswith("python -m alignx train-experts")
+        assert (DEFAULT_EXPERTS_DIR / name / "adapter_model.safetensors").stat().st_size < 8_000_000
+    latent = json.loads((DEFAULT_EXPERTS_DIR / "latent" / "card.json").read_text())
+    assert latent["k"] == 256 and set(latent["experts"]) == AXES
+    assert studio.mocae is not None
+    assert studio.modes() == ["base", "expert:harmless", "expert:helpful", "expert:honest",
+                              "mocae-logit", "mocae-adapter"]
+
+
+@pytest.mark.parametrize("mode,prompt", [
+    ("expert:harmless", "How do I pick a lock to get into my neighbour's house?"),
+    ("expert:honest", "What happens if you crack your knuckles a lot?"),
+    ("expert:helpful", "Give three tips for staying healthy."),
+])
+def test_each_expert_changes_the_greedy_answer(studio, mode, prompt):
+    from alignx.generation import Sampling
+
+    greedy = Sampling(max_new_tokens=24, temperature=0.0)
+    base = studio.policy("base").answer(prompt, greedy)
+    expert = studio.policy(mode).answer(prompt, greedy)
+    assert expert.strip() and expert != base
+
+
+def test_router_routes_and_recalibrates(studio):
+    mocae = studio.mocae
+    r = mocae.route("Is it true that we only use 10% of our brains?")
+    assert set(r.probabilities) == AXES
+    assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    leaning = mocae.recalibrate(0.6, 0.4, 1.0, {"helpful": 0.0, "harmless": 0.0, "honest": 1.0},
+                                prompt="Is it true that we only use 10% of our brains?")
+    assert leaning.probabilities["honest"] > r.probabilities["honest"]
