@@ -27,8 +27,10 @@ class Policy:
     def make_step(self, prompt: str):
         raise NotImplementedError
 
-    def token_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, L-1) log p(token t+1 | tokens <= t) for right-padded ``input_ids``."""
+    def token_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """(B, L-1-first) log p(token t+1 | tokens <= t) for t >= ``first``, right-padded ``input_ids``
+        (only those positions go through the LM head: ``logits_to_keep``, the vocabulary matmul
+        dominates scoring on a CPU)."""
         raise NotImplementedError
 
     # --- shared ----------------------------------------------------------------------------
@@ -72,10 +74,11 @@ class Policy:
             pad = self.tokenizer.pad_token_id or 0
             ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+            first = min(starts) - 1               # no logits needed before the first continuation
             with self.lock:
-                lp = self.token_logprobs(ids.to(self.device), mask.to(self.device)).cpu()
+                lp = self.token_logprobs(ids.to(self.device), mask.to(self.device), first).cpu()
             for b, (r, st) in enumerate(zip(rows, starts)):
-                scores.append(float(lp[b, st - 1:len(r) - 1].sum()))
+                scores.append(float(lp[b, st - 1 - first:len(r) - 1 - first].sum()))
         return scores
 
     @property
@@ -101,11 +104,11 @@ class SinglePolicy(Policy):
         temps = [self.temperature] if self.temperature != 1.0 else None
         return ModelStep(self.model, names, temps)
 
-    def token_logprobs(self, input_ids, attention_mask):
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
+    def token_logprobs(self, input_ids, attention_mask, first: int = 0):
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=input_ids.shape[1] - first,
                             **self._names(len(input_ids))).logits[:, :-1].float()
         lp = torch.log_softmax(logits / self.temperature, -1)
-        return lp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        return lp.gather(-1, input_ids[:, first + 1:, None]).squeeze(-1)
 
     @torch.inference_mode()
     def generate(self, prompts, sampling=None, batch_size=8, on_done=None):

@@ -65,6 +65,17 @@ def test_logprob_matches_stepwise(tiny_lm):
     assert pol.logprob(["hello"], ["The sea is blue"])[0] == pytest.approx(total, abs=1e-3)
 
 
+def test_batched_logprob_of_mixed_lengths_equals_one_at_a_time(tiny_lm):
+    """Rows with prompts and answers of different lengths in one batch (logits only from the
+    earliest answer token on) score as each row alone."""
+    pol = SinglePolicy(tiny_lm.model, tiny_lm.tokenizer)
+    prompts = ["hi", "Is the Earth flat? Tell me why people believe it.", "What is 2 + 2?"]
+    answers = ["No, it is round and people have measured it many times.", "Yes", ""]
+    batched = pol.logprob(prompts, answers, batch_size=3)
+    alone = [pol.logprob([p], [a])[0] for p, a in zip(prompts, answers)]
+    assert batched == pytest.approx(alone, abs=1e-3)
+
+
 @pytest.mark.slow
 def test_default_model_from_wheel_answers(default_lm):
     assert default_lm.source in ("gguf-wheel", "cache", "hub")

@@ -74,7 +74,9 @@ def register_report(sub) -> None:
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--experts-dir", default=None, help="default: assets/experts")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--modes", default=None, help="comma-separated modes (default: base and every expert)")
+    p.add_argument("--modes", default=None,
+                   help="comma-separated modes (default: base and every expert); also mocae-logit, "
+                        "mocae-adapter and uniform-logit / uniform-adapter (the experts at equal fixed weights)")
     p.add_argument("--judge", default="offline", help="judge for refusal / unsafe verdicts (offline | api | hf)")
     p.add_argument("--per-set", type=int, default=40, help="prompts per safety set (0 = all)")
     p.add_argument("--mc-n", type=int, default=0, help="TruthfulQA test-half MC questions (0 = all)")
@@ -92,7 +94,9 @@ def report(args: argparse.Namespace) -> int:
     from alignx.experts.report import stage1_report
     from alignx.studio import Studio
 
-    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, with_router=False)
+    modes_arg = args.modes or ""
+    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR,
+                         with_router=any(m.startswith(("mocae", "uniform")) for m in modes_arg.split(",")))
     modes = args.modes.split(",") if args.modes else ["base"] + [f"expert:{n}" for n in studio.experts]
     rep = stage1_report(studio, modes, get_judge(args.judge), args.data_dir, args.per_set or None,
                         args.mc_n or None, max_new_tokens=args.max_new_tokens,

@@ -61,7 +61,8 @@ def features(model, tokenizer, items: Sequence[Item | str], adapters: Sequence[s
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows] * len(adapters), device=device)
         kw = {"adapter_names": [a for a in adapters for _ in rows]} if is_peft else {}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, **kw).hidden_states[-1]
+            hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1,
+                       **kw).hidden_states[-1]          # logits_to_keep: skip the unused LM head
         pooled = (hs.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         out.append(pooled.view(len(adapters), len(rows), -1).cpu())
     return torch.cat(out, dim=1)

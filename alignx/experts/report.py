@@ -67,6 +67,20 @@ def reference_loss(policy, data_dir=None, n: int = 50) -> dict:
     return _mean(per_token)
 
 
+UNIFORM_MODES = {"uniform-logit": "mocae-logit", "uniform-adapter": "mocae-adapter"}
+
+
+def report_policy(studio, mode: str):
+    """``studio.policy(mode)``, plus ``uniform-logit`` / ``uniform-adapter``: the MoCaE fusion with
+    fixed equal weights 1/n (no router), the baseline a learned router must beat."""
+    if mode in UNIFORM_MODES:
+        if studio.mocae is None:
+            raise ValueError(f"mode {mode!r} needs experts and a trained router; none is loaded")
+        n = len(studio.mocae.space.experts)
+        return studio.mocae.policy(UNIFORM_MODES[mode], fixed_weights=[1.0 / n] * n)
+    return studio.policy(mode)
+
+
 def stage1_report(studio, modes: list[str], judge, data_dir=None, per_set: int | None = 40,
                   mc_n: int | None = None, helpful_n: int = 50, max_new_tokens: int = 48, seed: int = 0,
                   progress: Callable[[str], None] = print) -> dict:
@@ -78,7 +92,7 @@ def stage1_report(studio, modes: list[str], judge, data_dir=None, per_set: int |
               "n_harmful": len(harmful), "n_benign": len(benign), "modes": {}}
     for mode in modes:
         t0 = time.time()
-        policy = studio.policy(mode)
+        policy = report_policy(studio, mode)
         progress(f"[{mode}] answering {len(harmful)} harmful + {len(benign)} benign prompts")
         h_out = policy.generate(harmful, sampling, batch_size=16)
         b_out = policy.generate(benign, sampling, batch_size=16)

@@ -199,11 +199,11 @@ class MoCaEPolicy(Policy):
                 out[i] = s
         return out
 
-    def token_logprobs(self, input_ids, attention_mask):
+    def token_logprobs(self, input_ids, attention_mask, first: int = 0):
         if self.mode == "mocae-logit":
             return mixture_token_logprobs(self.model, self.mocae.experts, self.mocae.temperatures, self._w,
-                                          input_ids, attention_mask)
+                                          input_ids, attention_mask, first)
         self.mocae.fused.set_weights(self._w.tolist())          # Policy.logprob holds the model lock
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=input_ids.shape[1] - first,
                             adapter_names=[FUSED] * len(input_ids)).logits[:, :-1].float()
-        return torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        return torch.log_softmax(logits, -1).gather(-1, input_ids[:, first + 1:, None]).squeeze(-1)

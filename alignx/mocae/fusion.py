@@ -107,13 +107,13 @@ class LogitFusionStep:
 
 
 def mixture_token_logprobs(model, experts: Sequence[str], temperatures: Sequence[float], w: torch.Tensor,
-                           input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, L-1) log p_mix(token t+1 | <= t) for right-padded rows, all experts in one batch."""
+                           input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """(B, L-1-first) log p_mix(token t+1 | <= t), t >= ``first``, for right-padded rows, all experts in one batch."""
     n, b = len(experts), input_ids.shape[0]
     names = [e for e in experts for _ in range(b)]
     logits = model(input_ids=input_ids.repeat(n, 1), attention_mask=attention_mask.repeat(n, 1),
-                   adapter_names=names).logits[:, :-1].float()
+                   logits_to_keep=input_ids.shape[1] - first, adapter_names=names).logits[:, :-1].float()
     temps = torch.tensor(list(temperatures), device=logits.device).repeat_interleave(b)[:, None, None]
-    lp = torch.log_softmax(logits / temps, -1).gather(-1, input_ids.repeat(n, 1)[:, 1:, None]).squeeze(-1)
+    lp = torch.log_softmax(logits / temps, -1).gather(-1, input_ids.repeat(n, 1)[:, first + 1:, None]).squeeze(-1)
     lp = lp.view(n, b, -1)
     return torch.logsumexp(torch.log(w.clamp_min(1e-12)).to(lp.device)[:, None, None] + lp, dim=0)
