@@ -154,3 +154,14 @@ def test_stage1_report_on_tiny(tmp_path, data_dir):
         assert r["mc1"]["n"] == 3 and 0 <= r["mc1"]["value"] <= 1 and 0 <= r["mc2"]["value"] <= 1
         assert r["refusal_harmful"]["value"] == 0 and r["reference_loss"]["value"] > 0
     assert rep["modes"]["base"]["mc2"]["value"] != rep["modes"]["expert:honest"]["mc2"]["value"]
+    # checkpoints after each mode; a rerun with the same settings keeps measured modes
+    saved = []
+    again = stage1_report(studio, ["base", "expert:honest"], KeywordJudge(), data_dir, per_set=2, mc_n=3,
+                          helpful_n=2, max_new_tokens=4, progress=saved.append,
+                          previous={**rep, "modes": {"base": rep["modes"]["base"]}},
+                          checkpoint=lambda r: saved.append(sorted(r["modes"])))
+    assert "[base] kept from the previous report" in saved and saved[-1] == ["base", "expert:honest"]
+    assert again["modes"]["base"] is rep["modes"]["base"]
+    other = stage1_report(studio, ["base"], KeywordJudge(), data_dir, per_set=2, mc_n=2, helpful_n=2,
+                          max_new_tokens=4, progress=lambda m: None, previous=rep)   # other settings: remeasured
+    assert other["modes"]["base"]["mc1"]["n"] == 2

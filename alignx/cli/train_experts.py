@@ -98,11 +98,24 @@ def report(args: argparse.Namespace) -> int:
     studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR,
                          with_router=any(m.startswith(("mocae", "uniform")) for m in modes_arg.split(",")))
     modes = args.modes.split(",") if args.modes else ["base"] + [f"expert:{n}" for n in studio.experts]
+    out = Path(args.out)
+    command = "python -m alignx " + " ".join(sys.argv[1:])
+    previous = None
+    if out.exists():
+        try:
+            previous = json.loads(out.read_text())
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{out}: not a report JSON ({e}); move it away or pick another --out")
+
+    def save(rep: dict) -> None:
+        write_json_atomic(out, {**rep, "command": command})
+
     rep = stage1_report(studio, modes, get_judge(args.judge), args.data_dir, args.per_set or None,
                         args.mc_n or None, max_new_tokens=args.max_new_tokens,
-                        progress=lambda m: print(m, file=sys.stderr, flush=True))
-    rep["command"] = "python -m alignx " + " ".join(sys.argv[1:])
-    write_json_atomic(Path(args.out), rep)
+                        progress=lambda m: print(m, file=sys.stderr, flush=True),
+                        previous=previous, checkpoint=save)
+    rep["command"] = command
+    save(rep)
     print(json.dumps({m: {k: round(v["value"], 3) for k, v in r.items() if isinstance(v, dict) and "value" in v}
                       for m, r in rep["modes"].items()}, indent=1))
     return 0

@@ -83,14 +83,23 @@ def report_policy(studio, mode: str):
 
 def stage1_report(studio, modes: list[str], judge, data_dir=None, per_set: int | None = 40,
                   mc_n: int | None = None, helpful_n: int = 50, max_new_tokens: int = 48, seed: int = 0,
-                  progress: Callable[[str], None] = print) -> dict:
+                  progress: Callable[[str], None] = print, previous: dict | None = None,
+                  checkpoint: Callable[[dict], None] | None = None) -> dict:
+    """Measure every mode on the stage-1 criteria. ``checkpoint(report)`` runs after each mode, so
+    a long run can be saved mode by mode; modes already in ``previous`` (a report made with the
+    same settings and judge) are kept, not measured again."""
     harmful, benign = safety_prompts(data_dir, per_set, seed)
     sampling = Sampling(max_new_tokens=max_new_tokens)
     report = {"judge": judge.info(),
               "settings": {"per_set": per_set, "mc_n": mc_n, "helpful_n": helpful_n,
                            "max_new_tokens": max_new_tokens, "seed": seed, "greedy": True},
               "n_harmful": len(harmful), "n_benign": len(benign), "modes": {}}
+    if previous and previous.get("settings") == report["settings"] and previous.get("judge") == report["judge"]:
+        report["modes"].update({m: r for m, r in previous.get("modes", {}).items() if m in modes})
     for mode in modes:
+        if mode in report["modes"]:
+            progress(f"[{mode}] kept from the previous report")
+            continue
         t0 = time.time()
         policy = report_policy(studio, mode)
         progress(f"[{mode}] answering {len(harmful)} harmful + {len(benign)} benign prompts")
@@ -109,4 +118,6 @@ def stage1_report(studio, modes: list[str], judge, data_dir=None, per_set: int |
             "examples": {"harmful": list(zip(harmful[:3], h_out[:3])), "benign": list(zip(benign[:3], b_out[:3]))},
             "wall_time_s": round(time.time() - t0, 1),
         }
+        if checkpoint is not None:
+            checkpoint(report)
     return report
