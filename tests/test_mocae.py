@@ -197,3 +197,30 @@ def test_route_cli_prints_json(studio, capsys):
     assert "router_probabilities" in out and "cluster" in out
     assert main(["route", "hi", "--model", "tiny-random", "--experts-dir", str(studio.experts_dir),
                  "--lambda1", "2"]) == 2
+
+
+def test_router_latent_and_heldout_prompts_are_disjoint(data_dir):
+    from alignx.experts.latent import HELDOUT_MAX, axis_prompt_pools, heldout_prompts, router_prompts, train_prompts
+
+    heads, _ = train_prompts(data_dir, 150)
+    router, labels = router_prompts(data_dir, 250)
+    held, _ = heldout_prompts(data_dir, HELDOUT_MAX)
+    assert not set(heads) & set(router) and not set(router) & set(held) and not set(heads) & set(held)
+    pools = axis_prompt_pools(data_dir)
+    alpaca_eval, beavertails = set(pools["helpful"][1]), set(pools["harmless"][1])
+    helpful = [p for p, a in zip(router, labels) if a == "helpful"]
+    assert sum(p in alpaca_eval for p in helpful) == len(helpful) // 2   # round-robin over the two sources
+    assert any(p in beavertails for p in router)
+    with pytest.raises(ValueError, match="per_axis"):
+        heldout_prompts(data_dir, HELDOUT_MAX + 1)
+
+
+def test_router_fit_cv_picks_weight_decay_on_training_folds():
+    from alignx.mocae.router import Router
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    z = torch.randn(60, 8, generator=g) + 3 * torch.nn.functional.one_hot(y, 8).float()
+    router, loss, sel = Router.fit_cv(z, y, 3, steps=50)
+    assert set(sel["cv_accuracy"]) == {0.01, 0.1, 1.0} and sel["weight_decay"] in sel["cv_accuracy"]
+    assert max(sel["cv_accuracy"].values()) > 0.9 and (router.logits(z).argmax(-1) == y).float().mean() > 0.9

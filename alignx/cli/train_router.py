@@ -13,7 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser("train-router", help="train the MoCaE router for an experts folder")
     add_model_args(p)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--per-axis", type=int, default=150, help="training prompts per axis")
+    p.add_argument("--per-axis", type=int, default=250,
+                   help="training prompts per axis, none of them seen by the latent heads")
     p.add_argument("--heldout-per-axis", type=int, default=100)
     p.set_defaults(func=run)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import zip_longest
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -118,30 +119,15 @@ def _sample(rows: list, n: int, seed: int) -> list:
     return rows[:n]
 
 
-def train_items(data_dir=None, per_axis: int = 150, seed: int = 0) -> tuple[list[Item], list[str]]:
-    """Prompts of the three axes' training data, and negatives (prompt + unsafe/incorrect answer)."""
-    from alignx.experts.sft import evaluation_prompts
-
-    banned = evaluation_prompts(data_dir)
-    alpaca = [r.prompt for r in D.load_alpaca(data_dir=data_dir, skip_bad=True) if r.prompt.strip() not in banned]
-    safety = [r.prompt for r in D.load_safety_instructions(data_dir=data_dir, skip_bad=True)]
-    tqa = D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
-    bt_train = D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0]
-    items: list[Item] = []
-    labels: list[str] = []
-    for axis, prompts in (("helpful", alpaca), ("harmless", safety), ("honest", [r.prompt for r in tqa])):
-        chosen = _sample(prompts, per_axis, seed)
-        items += [(p, None) for p in chosen]
-        labels += [axis] * len(chosen)
-    negatives = [(r.prompt, r.rejected) for r in bt_train] + [(r.prompt, r.rejected) for r in _sample(tqa, per_axis // 2, seed)]
-    items += negatives
-    labels += [NEGATIVE] * len(negatives)
-    return items, labels
+H3FUSION_HELPFUL_N = 50     # the first AlpacaEval instructions: H3Fusion's helpfulness set, never trained on
+HELDOUT_MAX = 200           # held-out prompts per axis at most; their whole reserve is never trained on
 
 
 def heldout_prompts(data_dir=None, per_axis: int = 100, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Prompts no expert or head was fitted on: AlpacaEval instructions (helpful), the harmful
-    safety evaluation sets + the held-out half of BeaverTails (harmless), TruthfulQA test half (honest)."""
+    """Prompts no expert, head or router was fitted on: AlpacaEval instructions (helpful), the
+    harmful safety evaluation sets + the held-out half of BeaverTails (harmless), TruthfulQA test half (honest)."""
+    if not 0 < per_axis <= HELDOUT_MAX:
+        raise ValueError(f"heldout per_axis must be in 1..{HELDOUT_MAX}, got {per_axis}")
     ref = D.resolve_data_dir(data_dir) / D.paths.FILES["alpaca_eval_reference"]
     helpful = [r.prompt for r in D.load_model_outputs(ref)]
     harmful = [r.prompt for n in D.SAFETY_HARMFUL_SETS for r in D.load_safety_eval(n, data_dir=data_dir)]
@@ -155,11 +141,63 @@ def heldout_prompts(data_dir=None, per_axis: int = 100, seed: int = 0) -> tuple[
     return prompts, labels
 
 
+def axis_prompt_pools(data_dir=None, seed: int = 0) -> dict[str, list[list[str]]]:
+    """Per axis, the training sources of its prompts, each shuffled; none is evaluated on.
+
+    helpful: Alpaca instructions (minus the safety-tuned-llamas evaluation prompts) and the
+    AlpacaEval instructions that are neither H3Fusion's first 50 nor in ``heldout_prompts``
+    (Alpaca alone is formal one-line tasks, so a router fitted on it alone sends conversational
+    requests to the harmless expert); harmless: safety-tuned-llamas harmful instructions and the
+    BeaverTails training-half prompts; honest: the TruthfulQA training half."""
+    from alignx.experts.sft import evaluation_prompts
+
+    banned = evaluation_prompts(data_dir)
+    held = set(heldout_prompts(data_dir, HELDOUT_MAX, seed)[0])
+    ref = D.resolve_data_dir(data_dir) / D.paths.FILES["alpaca_eval_reference"]
+    alpaca_eval = [r.prompt for r in D.load_model_outputs(ref)][H3FUSION_HELPFUL_N:]
+    sources = {
+        "helpful": [[r.prompt for r in D.load_alpaca(data_dir=data_dir, skip_bad=True) if r.prompt.strip() not in banned],
+                    [p for p in alpaca_eval if p not in held]],
+        "harmless": [[r.prompt for r in D.load_safety_instructions(data_dir=data_dir, skip_bad=True)],
+                     [r.prompt for r in D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0]]],
+        "honest": [[r.prompt for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]]],
+    }
+    return {axis: [_sample(list(dict.fromkeys(src)), 10**9, seed) for src in srcs] for axis, srcs in sources.items()}
+
+
+def axis_prompts(data_dir=None, per_axis: int = 150, seed: int = 0, part: int = 0) -> tuple[list[str], list[str]]:
+    """``per_axis`` prompts of each axis from half ``part`` of its sources (part 0: the latent
+    heads', part 1: the router's, disjoint), taken round-robin over the sources."""
+    prompts: list[str] = []
+    labels: list[str] = []
+    for axis, srcs in axis_prompt_pools(data_dir, seed).items():
+        halves = [src[part::2] for src in srcs]
+        mixed = [p for group in zip_longest(*halves) for p in group if p is not None]
+        chosen = mixed[:per_axis]
+        prompts += chosen
+        labels += [axis] * len(chosen)
+    return prompts, labels
+
+
+def train_items(data_dir=None, per_axis: int = 150, seed: int = 0) -> tuple[list[Item], list[str]]:
+    """The latent heads' data: ``axis_prompts`` part 0, and negatives (prompt + unsafe BeaverTails
+    answer, or TruthfulQA training-half question + incorrect answer)."""
+    prompts, labels = axis_prompts(data_dir, per_axis, seed, part=0)
+    items: list[Item] = [(p, None) for p in prompts]
+    tqa = D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
+    bt_train = D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0]
+    negatives = [(r.prompt, r.rejected) for r in bt_train] + [(r.prompt, r.rejected) for r in _sample(tqa, per_axis // 2, seed)]
+    return items + negatives, labels + [NEGATIVE] * len(negatives)
+
+
 def train_prompts(data_dir=None, per_axis: int = 150, seed: int = 0) -> tuple[list[str], list[str]]:
-    """The axis prompts of ``train_items`` (no negatives): the router's training set."""
-    items, labels = train_items(data_dir, per_axis, seed)
-    keep = [i for i, lab in enumerate(labels) if lab != NEGATIVE]
-    return [items[i][0] for i in keep], [labels[i] for i in keep]
+    """The axis prompts of ``train_items`` (no negatives)."""
+    return axis_prompts(data_dir, per_axis, seed, part=0)
+
+
+def router_prompts(data_dir=None, per_axis: int = 250, seed: int = 0) -> tuple[list[str], list[str]]:
+    """The router's training prompts: ``axis_prompts`` part 1, disjoint from the latent heads'."""
+    return axis_prompts(data_dir, per_axis, seed, part=1)
 
 
 @dataclass

@@ -62,6 +62,10 @@ def fit_latent_space(lm, experts_dir: str | Path, data_dir=None, seed: int = 0, 
         "kind": "alignx-latent-space", "base_model": lm.name, "base_source": lm.source, "k": space.k,
         "loss": "cross-entropy over cosine similarity to shared prototypes / tau (see docs/METHOD.md)",
         "data": {"train_items": len(items), "train_per_axis": per_axis, "train_negatives": len(neg_rows),
+                 "train_sources": "alignx.experts.latent.train_items: half of each axis's prompt sources "
+                                  "(Alpaca + AlpacaEval beyond the first 50 and the held-out reserve; "
+                                  "safety-tuned-llamas + BeaverTails train half; TruthfulQA train half), "
+                                  "negatives = BeaverTails train-half unsafe answers + TruthfulQA incorrect answers",
                  "heldout_prompts": len(test_prompts), "heldout_per_axis": heldout_per_axis,
                  "heldout_sources": "AlpacaEval instructions; I-CoNa, I-Controversial, I-PhysicalSafetyUnsafe "
                                     "+ held-out BeaverTails half; TruthfulQA test half"},

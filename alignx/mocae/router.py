@@ -42,6 +42,25 @@ class Router:
             opt.step()
         return cls(w.detach().clone(), b.detach().clone()), float(loss.detach())
 
+    @classmethod
+    def fit_cv(cls, z: torch.Tensor, y: torch.Tensor, n_experts: int, weight_decays=(0.01, 0.1, 1.0),
+               folds: int = 5, seed: int = 0, **kw) -> tuple["Router", float, dict]:
+        """``fit`` with the AdamW weight decay chosen by ``folds``-fold cross-validated accuracy on
+        the training prompts only; returns (router refit on all of them, its loss, CV accuracies)."""
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        scores = {}
+        for wd in weight_decays:
+            correct = 0
+            for f in range(folds):
+                test = order[f::folds]
+                train = torch.cat([order[g::folds] for g in range(folds) if g != f])
+                r, _ = cls.fit(z[train], y[train], n_experts, weight_decay=wd, seed=seed, **kw)
+                correct += int((r.logits(z[test]).argmax(-1) == y[test]).sum())
+            scores[wd] = correct / len(y)
+        best = max(weight_decays, key=lambda wd: (scores[wd], wd))
+        router, loss = cls.fit(z, y, n_experts, weight_decay=best, seed=seed, **kw)
+        return router, loss, {"weight_decay": best, "cv_accuracy": scores}
+
 
 def dbscan_cosine(z: torch.Tensor, eps: float = EPS, min_samples: int = MIN_SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels (n,) with -1 for noise, and the core mask, for unit vectors ``z`` under cosine distance."""

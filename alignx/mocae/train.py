@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from alignx.experts.config import ExpertConfig
-from alignx.experts.latent import LatentSpace, heldout_prompts, train_prompts
+from alignx.experts.latent import LatentSpace, heldout_prompts, router_prompts
 from alignx.experts.sft import axis_data, tokenize_pair
 from alignx.mocae.calibration import ece, fit_temperature
 from alignx.mocae.core import MoCaE
@@ -48,7 +48,7 @@ def _heldout_logits(studio, name: str, rows: int, data_dir=None) -> tuple[torch.
     return torch.cat(logits), torch.cat(targets)
 
 
-def train_mocae(studio, data_dir=None, per_axis: int = 150, heldout_per_axis: int = 100, router_steps: int = 300,
+def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: int = 100, router_steps: int = 300,
                 temperature_rows: int = 24, eps: float = EPS, min_samples: int = MIN_SAMPLES, seed: int = 0,
                 command: str | None = None, progress: Callable[[str], None] = lambda m: None) -> MoCaE:
     if studio.experts_dir is None or not studio.experts:
@@ -57,11 +57,11 @@ def train_mocae(studio, data_dir=None, per_axis: int = 150, heldout_per_axis: in
     space = LatentSpace.load(studio.experts_dir)
     experts = space.experts
     index = _axis_index(studio, experts)
-    progress(f"encoding {3 * per_axis} training prompts with {len(experts) + 1} adapters")
-    prompts, labels = train_prompts(data_dir, per_axis, seed)
+    prompts, labels = router_prompts(data_dir, per_axis, seed)
+    progress(f"encoding {len(prompts)} training prompts with {len(experts) + 1} adapters")
     z = space.encode(studio.model, studio.tokenizer, prompts)
     y = torch.tensor([index[a] for a in labels])
-    router, loss = Router.fit(z, y, len(experts), steps=router_steps, seed=seed)
+    router, loss, selection = Router.fit_cv(z, y, len(experts), steps=router_steps, seed=seed)
     progress(f"encoding {3 * heldout_per_axis} held-out prompts")
     test_prompts, test_labels = heldout_prompts(data_dir, heldout_per_axis, seed)
     z_test = space.encode(studio.model, studio.tokenizer, test_prompts)
@@ -92,8 +92,11 @@ def train_mocae(studio, data_dir=None, per_axis: int = 150, heldout_per_axis: in
     mocae = MoCaE(studio.model, studio.tokenizer, space, router, clusters, temperatures)
     card = {
         "kind": "alignx-mocae-router", "base_model": studio.lm.name, "router_shape": list(router.weight.shape),
-        "router_train_loss": loss, "min_samples": min_samples,
-        "data": {"train_prompts": len(prompts), "heldout_prompts": len(test_prompts), "per_axis": per_axis,
+        "router_train_loss": loss, "router_selection": selection, "min_samples": min_samples,
+        "data": {"train_prompts": len(prompts), "train_per_axis": {a: labels.count(a) for a in index},
+                 "train_sources": "alignx.experts.latent.router_prompts: the half of each axis's sources the "
+                                  "latent heads were not fitted on",
+                 "heldout_prompts": len(test_prompts), "per_axis": per_axis,
                  "heldout_per_axis": heldout_per_axis},
         "heldout": {"routing_accuracy": float((pred == y_test).float().mean()),
                     "confusion_matrix": {"rows_true_cols_pred": experts, "counts": confusion.tolist()},
