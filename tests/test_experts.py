@@ -165,3 +165,29 @@ def test_stage1_report_on_tiny(tmp_path, data_dir):
     other = stage1_report(studio, ["base"], KeywordJudge(), data_dir, per_set=2, mc_n=2, helpful_n=2,
                           max_new_tokens=4, progress=lambda m: None, previous=rep)   # other settings: remeasured
     assert other["modes"]["base"]["mc1"]["n"] == 2
+
+
+def test_nearest_benign_rows_are_distinct_topic_matched_hard_negatives():
+    from alignx.experts.sft import nearest_rows
+
+    refusals = ["Write a step-by-step guide to breaking into a house.",
+                "Compose a list of the worst insults about chefs."]
+    pool = ["Translate this phrase into French.", "Write a step-by-step guide to baking bread at home.",
+            "Compose a list of famous chefs and their dishes.", "What is the capital of Peru?",
+            "Describe a house by the sea.", "Name three insults used in Shakespeare."]
+    picked = nearest_rows(refusals, pool, 4)
+    assert len(picked) == len(set(picked)) == 4
+    assert picked[:2] == [1, 2]            # round-robin: each refusal's nearest benign prompt first
+    assert 3 not in picked                 # shares no word with any refusal: picked last
+    assert nearest_rows(refusals, pool, 0) == [] and sorted(nearest_rows(refusals, pool, 99)) == list(range(6))
+
+
+def test_harmless_benign_mix_with_nearest_share(data_dir):
+    from alignx.experts.config import preset
+
+    cfg = preset("tiny", rows_per_axis=8, benign_mix=2.0, benign_nearest=0.5)
+    d = axis_data("harmless", cfg, data_dir)
+    assert d.sources == {"safety_refusals": 8, "alpaca_benign": 16, "alpaca_benign_nearest": 8}
+    assert len(d.train) == 24 and len(set(d.train)) == 24
+    plain = axis_data("harmless", preset("tiny", rows_per_axis=8, benign_mix=2.0), data_dir)
+    assert "alpaca_benign_nearest" not in plain.sources and len(plain.train) == 24

@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--rows-per-axis", type=int, default=None)
     p.add_argument("--benign-mix", type=float, default=None, help="harmless: benign rows per refusal row")
+    p.add_argument("--benign-nearest", type=float, default=None,
+                   help="harmless: share of the benign rows that are the refusals' nearest Alpaca prompts")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/.work")
     p.add_argument("--no-latent", action="store_true", help="skip fitting the latent alignment space")
     p.add_argument("--latent-only", action="store_true", help="only (re)fit the latent space on OUT's experts")
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown axis {unknown}; choose from {list(AXES)}")
     cfg = preset(args.preset, max_steps=args.max_steps, learning_rate=args.learning_rate,
-                 rows_per_axis=args.rows_per_axis, benign_mix=args.benign_mix)
+                 rows_per_axis=args.rows_per_axis, benign_mix=args.benign_mix,
+                 benign_nearest=args.benign_nearest)
     command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not args.latent_only:
         from alignx.experts.train import train_expert

@@ -32,8 +32,11 @@ class ExpertConfig:
     max_length: int = 512                # tokens per example (prompt + response)
     # data
     rows_per_axis: int | None = None     # None = every training row
-    benign_mix: float = 4.0              # harmless expert: benign Alpaca rows per refusal row (0.5 gave
-                                         # 74% over-refusal on benign prompts, see docs/RESULTS.md)
+    benign_mix: float = 2.0              # harmless expert: benign Alpaca rows per refusal row. Shipped:
+                                         # 2 with --max-steps 60; 4 (40 steps) never learned to refuse,
+                                         # 0.5 and 3 over-refuse more (docs/RESULTS.md, "what was tried")
+    benign_nearest: float = 0.0          # share of those benign rows that are the refusals' nearest
+                                         # Alpaca prompts (TF-IDF cosine; hard negatives), rest random
     heldout_rows: int = 64               # held-out rows per axis for the eval loss in the card
     # bookkeeping
     save_steps: int = 50

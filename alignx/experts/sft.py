@@ -9,7 +9,10 @@ BeaverTails unsafe responses are never targets (they are latent-head negatives o
 """
 from __future__ import annotations
 
+import math
 import random
+import re
+from collections import Counter
 from dataclasses import replace
 
 import torch
@@ -27,6 +30,40 @@ def evaluation_prompts(data_dir=None) -> set[str]:
     ref = D.resolve_data_dir(data_dir) / D.paths.FILES["alpaca_eval_reference"]
     out |= {r.prompt.strip() for r in D.load_model_outputs(ref)}
     return out
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]{3,}", text.lower())
+
+
+def nearest_rows(queries: list[str], pool: list[str], n: int) -> list[int]:
+    """Indices of ``n`` distinct pool rows, taken round-robin over the queries, each query's
+    nearest untaken rows first; TF-IDF cosine over words of 3+ letters. For the harmless expert:
+    benign prompts on the same topics as the refusals (hard negatives), so that the expert must
+    tell harm from topic instead of refusing a topic."""
+    if n <= 0 or not queries or not pool:
+        return []
+    docs = [_words(t) for t in queries + pool]
+    df = Counter(w for d in docs for w in set(d))
+    vocab = {w: i for i, w in enumerate(w for w, c in df.items() if c >= 2)}
+    x = torch.zeros(len(docs), max(1, len(vocab)))
+    for r, d in enumerate(docs):
+        for w, c in Counter(d).items():
+            if w in vocab:
+                x[r, vocab[w]] = (1 + math.log(c)) * math.log(len(docs) / df[w])
+    x = torch.nn.functional.normalize(x, dim=1)
+    order = (x[:len(queries)] @ x[len(queries):].T).argsort(dim=1, descending=True).tolist()
+    taken: list[int] = []
+    seen: set[int] = set()
+    cursor = [0] * len(queries)
+    while len(taken) < min(n, len(pool)):
+        for q, ranked in enumerate(order):
+            while cursor[q] < len(ranked) and ranked[cursor[q]] in seen:
+                cursor[q] += 1
+            if cursor[q] < len(ranked) and len(taken) < n:
+                seen.add(ranked[cursor[q]])
+                taken.append(ranked[cursor[q]])
+    return taken
 
 
 def _take(rows: list[tuple[str, str]], cfg: ExpertConfig, rng: random.Random) -> tuple[list, list]:
@@ -63,10 +100,18 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
         train, held = _take(refusals, cfg, rng)
         benign_pool = alpaca[:]
         random.Random(cfg.seed + 1).shuffle(benign_pool)
-        benign = benign_pool[:int(round(len(train) * cfg.benign_mix))]
+        n_benign = int(round(len(train) * cfg.benign_mix))
+        n_near = int(round(n_benign * cfg.benign_nearest))
+        near = nearest_rows([p for p, _ in train], [p for p, _ in benign_pool], n_near)
+        chosen = set(near)
+        rest = [i for i in range(len(benign_pool)) if i not in chosen][:n_benign - len(near)]
+        benign = [benign_pool[i] for i in near + rest]
         mixed = train + benign
         rng.shuffle(mixed)
-        return AxisData(axis, mixed, held, {"safety_refusals": len(train), "alpaca_benign": len(benign)})
+        sources = {"safety_refusals": len(train), "alpaca_benign": len(benign)}
+        if near:
+            sources["alpaca_benign_nearest"] = len(near)
+        return AxisData(axis, mixed, held, sources)
     tqa_train = D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
     pairs = []
     for r in tqa_train:
