@@ -122,7 +122,8 @@ def latent_map_figure(latent_map: dict, route=None, prompt: str = ""):
                  f"this prompt (cluster {cluster})" if cluster is not None else "this prompt")
         highlight.append((label, point[0], point[1]))
     fig = pca_figure(latent_map, highlight)
-    fig.update_traces(textposition="bottom center", selector=dict(mode="markers+text"))
+    # the star's label is in the legend; text beside a star near the edge would be clipped
+    fig.update_traces(mode="markers", selector=dict(mode="markers+text"))
     fig.update_layout(title=dict(text="Latent space: held-out prompts by axis", x=0.02, font=dict(size=14)),
                       height=360, plot_bgcolor="white", paper_bgcolor="white",
                       margin=dict(l=40, r=10, t=40, b=30), legend=dict(orientation="h", y=-0.18))

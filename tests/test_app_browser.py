@@ -42,10 +42,10 @@ def set_number(page, elem_id: str, value) -> None:
     box.press("Enter")
 
 
-def shot(page, path) -> None:
+def shot(page, path, full_page: bool = False) -> None:
     """A screenshot without the toasts of earlier steps covering the page."""
     page.evaluate("() => document.querySelectorAll('.toast-wrap').forEach(e => e.style.display = 'none')")
-    page.screenshot(path=str(path))
+    page.screenshot(path=str(path), full_page=full_page)
     page.evaluate("() => document.querySelectorAll('.toast-wrap').forEach(e => e.style.display = '')")
 
 
@@ -190,7 +190,7 @@ def test_fused_answer_shows_per_token_weights(page, artifacts):
     expect(page.locator("#pg-status")).to_contain_text("tokens", timeout=90_000)
     assert page.locator("#pg-token-weights .tw-tok").count() >= 1
     assert page.locator("#pg-token-weights .tw-bar i").count() >= 3
-    page.screenshot(path=str(artifacts / "app-playground-fused.png"), full_page=True)
+    shot(page, artifacts / "app-playground-fused.png", full_page=True)
 
 
 def test_malformed_training_file_shows_a_readable_error(page, artifacts, tmp_path):
