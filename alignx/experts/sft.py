@@ -53,16 +53,14 @@ def nearest_rows(queries: list[str], pool: list[str], n: int) -> list[int]:
                 x[r, vocab[w]] = (1 + math.log(c)) * math.log(len(docs) / df[w])
     x = torch.nn.functional.normalize(x, dim=1)
     order = (x[:len(queries)] @ x[len(queries):].T).argsort(dim=1, descending=True).tolist()
-    taken: list[int] = []
-    seen: set[int] = set()
+    target, taken, seen = min(n, len(pool)), [], set()
     cursor = [0] * len(queries)
-    while len(taken) < min(n, len(pool)):
-        for q, ranked in enumerate(order):
-            while cursor[q] < len(ranked) and ranked[cursor[q]] in seen:
+    while len(taken) < target:          # every ranking lists the whole pool: an untaken row is always left
+        for q, ranked in enumerate(order[:target - len(taken)]):
+            while ranked[cursor[q]] in seen:
                 cursor[q] += 1
-            if cursor[q] < len(ranked) and len(taken) < n:
-                seen.add(ranked[cursor[q]])
-                taken.append(ranked[cursor[q]])
+            seen.add(ranked[cursor[q]])
+            taken.append(ranked[cursor[q]])
     return taken
 
 
