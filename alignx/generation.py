@@ -101,6 +101,14 @@ def sample_token(logprobs: torch.Tensor, sampling: Sampling, generator: torch.Ge
     return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (B, L) ids and attention mask, so every row's next token sits in the last column."""
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask
+
+
 class TextDelta:
     """Incremental detokenization: decode the whole answer, emit what is new and complete."""
 

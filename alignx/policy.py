@@ -12,7 +12,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from alignx.generation import BASE, ModelStep, Sampling, TokenEvent, chat_prompt_ids, decode, eos_ids, model_lock
+from alignx.generation import (BASE, ModelStep, Sampling, TokenEvent, chat_prompt_ids, decode, eos_ids, left_pad,
+                               model_lock)
 
 
 class Policy:
@@ -117,10 +118,9 @@ class SinglePolicy(Policy):
         tok, out = self.tokenizer, []
         for s in range(0, len(prompts), batch_size):
             batch = [self.prompt_ids(p) for p in prompts[s:s + batch_size]]
-            width = max(map(len, batch))
             pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-            ids = torch.tensor([[pad] * (width - len(r)) + r for r in batch], device=self.device)
-            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in batch], device=self.device)
+            ids, mask = left_pad(batch, pad, self.device)
+            width = ids.shape[1]
             kw = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad, eos_token_id=sorted(self.eos) or None)
             if sampling.temperature > 0:
                 kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)

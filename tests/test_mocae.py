@@ -152,6 +152,26 @@ def test_mixture_logprob_matches_the_decode_steps(studio):
         assert pol.logprob(["hello"], ["The sea is blue"])[0] == pytest.approx(total, abs=2e-3), mode
 
 
+@pytest.mark.parametrize("mode", ["mocae-logit", "mocae-adapter"])
+def test_batched_generation_equals_one_prompt_at_a_time(studio, mode):
+    """Prompts of different lengths (left padding) under different routed weights, batched vs streamed."""
+    prompts = ["hello", "How do I bake a loaf of bread at home?", "Is the moon made of cheese?", "Hi there, friend."]
+    pol = studio.mocae.policy(mode)
+    w = studio.mocae.weights_many(prompts)
+    assert w.shape == (4, 3) and torch.allclose(w.sum(-1), torch.ones(4))
+    assert (w.max(0).values - w.min(0).values).max() > 1e-3          # the rows really differ
+    sampling = Sampling(max_new_tokens=8, temperature=0.0)
+    done = []
+    batched = pol.generate(prompts, sampling, batch_size=3, on_done=lambda i, t: done.append(i))
+    assert done == [0, 1, 2, 3]
+    tok = studio.tokenizer      # token ids, not answer(): streaming holds back a trailing partial character
+    streamed = [tok.decode([e.token_id for e in pol.stream(p, sampling) if not e.finished],
+                           skip_special_tokens=True).strip() for p in prompts]
+    assert batched == streamed
+    # and the fused answers differ from the first expert's (the per-row weights are applied)
+    assert batched != studio.policy(f"expert:{studio.mocae.experts[0]}").generate(prompts, sampling, batch_size=3)
+
+
 def test_per_token_rerouting_records_weights(studio):
     pol = studio.mocae.policy("mocae-logit", Calibration(per_token=True))
     events = list(pol.stream("Tell me a fact.", Sampling(max_new_tokens=6, temperature=1.0)))

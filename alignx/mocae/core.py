@@ -11,7 +11,9 @@ import torch
 
 from alignx.experts.latent import LatentSpace
 from alignx.mocae.calibration import Calibration, expert_weights
-from alignx.mocae.fusion import FUSED, AdapterFusionStep, FusedAdapter, LogitFusionStep, mixture_token_logprobs
+from alignx.generation import Sampling, left_pad
+from alignx.mocae.fusion import (FUSED, AdapterFusionStep, FusedAdapter, LogitFusionStep, mixture_generate,
+                                 mixture_token_logprobs)
 from alignx.mocae.router import Clusters, Router
 from alignx.policy import Policy
 
@@ -61,7 +63,9 @@ class MoCaE:
         if prompt in self._cache:
             self._cache.move_to_end(prompt)
             return self._cache[prompt]
-        z = self.space.encode(self.model, self.tokenizer, [prompt])[0]
+        return self._store(prompt, self.space.encode(self.model, self.tokenizer, [prompt])[0])
+
+    def _store(self, prompt: str, z: torch.Tensor) -> _Cached:
         latent = z[: self.space.k]
         hit = _Cached(self.router.logits(z), latent, self.clusters.assign(latent[None])[0])
         self._cache[prompt] = hit
@@ -101,6 +105,23 @@ class MoCaE:
     def weights(self, prompt: str, calibration: Calibration | None = None) -> torch.Tensor:
         r = self.route(prompt, calibration)
         return torch.tensor([r.probabilities[e] for e in self.experts])
+
+    def weights_many(self, prompts: list[str], calibration: Calibration | None = None) -> torch.Tensor:
+        """(len(prompts), n_experts) weights; the prompts not cached are encoded in batches."""
+        for p in prompts:
+            if not p or not p.strip():
+                raise ValueError("prompt is empty")
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
+        if todo:
+            for p, z in zip(todo, self.space.encode(self.model, self.tokenizer, todo)):
+                self._store(p, z)
+        cal = calibration or self.calibration
+        rows = []
+        for p in prompts:
+            hit = self._cache.get(p) or self._encode(p)    # evicted already (more than 512 prompts)
+            rows.append(expert_weights(hit.logits, self.clusters.prior(hit.cluster, len(self.experts)), cal,
+                                       self.experts)[0])
+        return torch.stack([torch.as_tensor(r, dtype=torch.float32) for r in rows])
 
     def weights_from_features(self, feats: torch.Tensor, cluster: int, cal: Calibration) -> torch.Tensor:
         """Per-token re-routing: (1 + n, d) mean hidden states in LatentSpace order -> weights."""
@@ -185,6 +206,48 @@ class MoCaEPolicy(Policy):
             cluster = self.mocae.route(prompt, self.calibration).cluster
             reroute = lambda h: self.mocae.weights_from_features(h, cluster, self.calibration)  # noqa: E731
         return LogitFusionStep(self.model, self.mocae.experts, self.mocae.temperatures, w, reroute)
+
+    @torch.inference_mode()
+    def generate(self, prompts, sampling=None, batch_size=8, on_done=None):
+        """Batches of prompts, each under its own weights (``mixture_generate`` / ``FusedAdapter.per_row``);
+        per-token re-routing streams one prompt at a time."""
+        if self.calibration.per_token and self.fixed is None and self.mode == "mocae-logit":
+            return super().generate(prompts, sampling, batch_size, on_done)
+        sampling = sampling or Sampling()
+        tok, out = self.tokenizer, []
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        for s in range(0, len(prompts), batch_size):
+            chunk = list(prompts[s:s + batch_size])
+            w = (self.fixed.expand(len(chunk), -1) if self.fixed is not None
+                 else self.mocae.weights_many(chunk, self.calibration))
+            ids, mask = left_pad([self.prompt_ids(p) for p in chunk], pad, self.device)
+            with self.lock:
+                if self.mode == "mocae-logit":
+                    rows = mixture_generate(self.model, self.mocae.experts, self.mocae.temperatures, w, ids, mask,
+                                            sampling, self.eos, pad)
+                else:
+                    rows = self._adapter_generate(w, ids, mask, sampling, pad)
+            for j, row in enumerate(rows):
+                out.append(tok.decode(row, skip_special_tokens=True).strip())
+                if on_done:
+                    on_done(s + j, out[-1])
+        return out
+
+    def _adapter_generate(self, w, ids, mask, sampling, pad) -> list[list[int]]:
+        kw = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad, eos_token_id=sorted(self.eos) or None)
+        if sampling.temperature > 0:
+            kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+        else:
+            kw.update(do_sample=False)
+        with self.mocae.fused.per_row(w):
+            gen = self.model.generate(input_ids=ids, attention_mask=mask, adapter_names=[FUSED] * len(ids), **kw)
+        rows = []
+        for row in gen[:, ids.shape[1]:].tolist():
+            cut = next((i for i, t in enumerate(row) if t in self.eos), len(row))
+            rows.append(row[:cut])
+        return rows
 
     def logprob(self, prompts, continuations, batch_size: int = 8) -> list[float]:
         """Per prompt, the mixture log-prob under that prompt's weights."""

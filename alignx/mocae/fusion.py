@@ -6,6 +6,10 @@ with tau_i each expert's calibration temperature. With ``per_token`` the weights
 recomputed after every token from the running mean of each adapter's last hidden states
 (a base row joins the batch), i.e. the router re-reads the latent of prompt + answer so far.
 
+Batched generation (``mixture_generate``, ``FusedAdapter.per_row``) answers many prompts at
+once, each with its own weights: prompts x experts rows in one forward for logit fusion; one
+row per prompt, with a per-row scale on the fused A x, for adapter fusion.
+
 Adapter fusion: one stream whose LoRA update is sum_i w_i s_i B_i A_i (s_i = alpha_i / r_i):
 a persistent rank-sum(r_i) adapter built once with peft's ``add_weighted_adapter(...,
 combination_type="cat")`` (A = [w_1 s_1 A_1; ...], B = [B_1, ...], scaling 1) whose A blocks are
@@ -13,7 +17,8 @@ rewritten in place whenever the weights change, under the model lock.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -38,7 +43,7 @@ class FusedAdapter:
                         a = module.lora_A[e].weight
                         parts.append((a, module.scaling[e] / module.scaling[FUSED], slice(row, row + a.shape[0])))
                         row += a.shape[0]
-                    self.blocks.append((module.lora_A[FUSED].weight, parts))
+                    self.blocks.append((module.lora_A[FUSED], parts))
         self.current: tuple[float, ...] | None = None
 
     @torch.no_grad()
@@ -47,10 +52,29 @@ class FusedAdapter:
         key = tuple(round(float(x), 8) for x in w)
         if key == self.current:
             return
-        for target, parts in self.blocks:
+        for linear, parts in self.blocks:
             for wi, (a, scale, rows) in zip(key, parts):
-                target[rows].copy_(a * (wi * scale))
+                linear.weight[rows].copy_(a * (wi * scale))
         self.current = key
+
+    @contextmanager
+    def per_row(self, w: torch.Tensor) -> Iterator[None]:
+        """Row b of the next forwards gets its own weights ``w[b]`` ((B, n) tensor): the A blocks hold
+        s_i A_i and a forward hook scales each row's rank-r_i slice of A x by w[b, i], so row b's update
+        is sum_i w[b, i] s_i B_i A_i x. Every row must use the fused adapter; the caller holds the lock."""
+        self.set_weights([1.0] * len(self.experts))
+        handles = []
+        try:
+            for linear, parts in self.blocks:
+                expand = torch.zeros(len(self.experts), linear.weight.shape[0])
+                for i, (_, _, rows) in enumerate(parts):
+                    expand[i, rows] = 1.0
+                scale = (w.float() @ expand).to(linear.weight.device, linear.weight.dtype)[:, None, :]   # (B, 1, R)
+                handles.append(linear.register_forward_hook(lambda m, args, out, s=scale: out * s))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def delta_weight(self, module) -> torch.Tensor:
         """The fused adapter's weight delta of one LoRA layer (for tests: equals the explicit sum)."""
@@ -117,3 +141,48 @@ def mixture_token_logprobs(model, experts: Sequence[str], temperatures: Sequence
     lp = torch.log_softmax(logits / temps, -1).gather(-1, input_ids.repeat(n, 1)[:, first + 1:, None]).squeeze(-1)
     lp = lp.view(n, b, -1)
     return torch.logsumexp(torch.log(w.clamp_min(1e-12)).to(lp.device)[:, None, None] + lp, dim=0)
+
+
+@torch.inference_mode()
+def mixture_generate(model, experts: Sequence[str], temperatures: Sequence[float], w: torch.Tensor,
+                     ids: torch.Tensor, mask: torch.Tensor, sampling, eos: set[int], pad: int) -> list[list[int]]:
+    """Logit-fusion decoding of B left-padded prompts at once, prompt b under weights ``w[b]`` ((B, n)).
+
+    One KV-cached forward per step over expert-major rows (expert i, prompt b) = row i * B + b;
+    each prompt's next token is drawn from its own mixture, as ``LogitFusionStep`` does for one
+    prompt (greedy decoding gives the same tokens; sampled ones use one generator for the batch).
+    Returns the new token ids of each prompt, without EOS. The caller holds the model lock."""
+    from alignx.generation import sample_token
+
+    n, b = len(experts), ids.shape[0]
+    device = ids.device
+    names = [e for e in experts for _ in range(b)]
+    x, m = ids.repeat(n, 1), mask.repeat(n, 1)
+    pos = (m.cumsum(-1) - 1).clamp_min(0)
+    temps = torch.tensor(list(temperatures), dtype=torch.float32, device=device).repeat_interleave(b)[:, None]
+    logw = torch.log(w.float().clamp_min(1e-12)).T.to(device)[:, :, None]            # (n, B, 1)
+    gen = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+    out: list[list[int]] = [[] for _ in range(b)]
+    done = [False] * b
+    past = None
+    for _ in range(sampling.max_new_tokens):
+        o = model(input_ids=x, attention_mask=m, position_ids=pos, past_key_values=past, use_cache=True,
+                  adapter_names=names)
+        past = o.past_key_values
+        lp = torch.log_softmax(o.logits[:, -1].float() / temps, -1)
+        mixed = torch.logsumexp(logw + lp.view(n, b, -1), dim=0).cpu()                # (B, V)
+        nxt = []
+        for j in range(b):
+            t = pad if done[j] else sample_token(mixed[j], sampling, gen)
+            if not done[j]:
+                if t in eos:
+                    done[j] = True
+                else:
+                    out[j].append(t)
+            nxt.append(t)
+        if all(done):
+            break
+        x = torch.tensor(nxt, device=device).repeat(n)[:, None]
+        m = torch.cat([m, torch.ones_like(m[:, :1])], dim=1)
+        pos = pos[:, -1:] + 1
+    return out
