@@ -9,6 +9,8 @@ Modes (greedy, KV-cached, same prompts, one warm-up prompt first):
   xlora_style   X-LoRA-style double pass: a base pass (to compute scalings), then a pass with the
                 scaled adapters, every token
   mocae_logit   MoCaE logit fusion: the experts in one batched forward, calibrated mixture
+                (the shipped path: each layer's expert LoRA as one bmm, ``StackedLoRA``)
+  mocae_logit_peft  the same through peft's mixed-adapter batches (``adapter_names``), for reference
   mocae_adapter MoCaE adapter fusion: one stream through sum_i w_i B_i A_i
 Peak memory: CUDA max_memory_allocated on a GPU; on a CPU the peak RSS growth during the mode
 (sampled every 2 ms), a rough number. The last line is one JSON object of ratios to base plus
@@ -69,6 +71,8 @@ def steps_for(mode: str, studio, w):
     if mode == "expert":
         return ModelStep(m, [experts[0]])
     if mode == "mocae_logit":
+        return LogitFusionStep(m, experts, mocae.temperatures, w, None, mocae.stacked)
+    if mode == "mocae_logit_peft":
         return LogitFusionStep(m, experts, mocae.temperatures, w)
     if mode == "mocae_adapter":
         return AdapterFusionStep(mocae.fused, w)
@@ -127,9 +131,9 @@ def main() -> None:
     if studio.mocae is None:
         sys.exit(f"no trained router in {a.experts_dir}: run `python -m alignx train-router` first")
     w = studio.mocae.weights(PROMPTS[0])
-    studio.mocae.fused  # build the fused adapter before timing
+    studio.mocae.fused, studio.mocae.stacked  # build the fused adapter and the stacked LoRA before timing
     results = {}
-    for mode in ("base", "expert", "naive", "xlora_style", "mocae_logit", "mocae_adapter"):
+    for mode in ("base", "expert", "naive", "xlora_style", "mocae_logit", "mocae_logit_peft", "mocae_adapter"):
         ms, mib = time_mode(mode, studio, w, a.tokens)
         results[mode] = {"ms_per_token": round(ms * 1000, 2), "peak_mib": round(mib, 1)}
         print(f"{mode:14s} {ms * 1000:8.2f} ms/token   peak +{mib:7.1f} MiB", file=sys.stderr, flush=True)

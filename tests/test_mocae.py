@@ -152,6 +152,33 @@ def test_mixture_logprob_matches_the_decode_steps(studio):
         assert pol.logprob(["hello"], ["The sea is blue"])[0] == pytest.approx(total, abs=2e-3), mode
 
 
+def test_stacked_lora_equals_peft_mixed_batches(studio):
+    """The one-bmm-per-layer expert rows give peft's per-adapter sums: decode steps (with the base row of
+    per-token re-routing) and teacher-forced mixture log-probs over a padded batch."""
+    from alignx.mocae.fusion import mixture_token_logprobs
+    from alignx.mocae.stacked import StackedLoRA
+
+    mocae, model = studio.mocae, studio.model
+    stacked = mocae.stacked
+    assert isinstance(stacked, StackedLoRA) and len(stacked.layers) > 0
+    w = torch.tensor([0.2, 0.5, 0.3])
+    reroute = lambda h: torch.softmax(h[:, :3].sum(0), -1)  # noqa: E731  (any function of the hidden states)
+    for rr in (None, reroute):
+        a = LogitFusionStep(model, mocae.experts, mocae.temperatures, w, rr, stacked)
+        b = LogitFusionStep(model, mocae.experts, mocae.temperatures, w, rr, None)
+        for feed in (studio.policy("base").prompt_ids("hello there"), [7], [11]):
+            (la, wa), (lb, wb) = a(feed), b(feed)
+            assert torch.allclose(la, lb, atol=1e-5) and wa == pytest.approx(wb, abs=1e-6)
+    ids = torch.tensor([[5, 9, 13, 2, 8], [4, 6, 0, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        x = mixture_token_logprobs(model, mocae.experts, mocae.temperatures, w, ids, mask, 1, stacked)
+        y = mixture_token_logprobs(model, mocae.experts, mocae.temperatures, w, ids, mask, 1, None)
+    assert torch.allclose(x, y, atol=1e-5)
+    for m, _, _ in stacked.layers:       # the patch is gone after each call
+        assert "forward" not in m.__dict__
+
+
 @pytest.mark.parametrize("mode", ["mocae-logit", "mocae-adapter"])
 def test_batched_generation_equals_one_prompt_at_a_time(studio, mode):
     """Prompts of different lengths (left padding) under different routed weights, batched vs streamed."""

@@ -15,6 +15,7 @@ from alignx.generation import Sampling, left_pad
 from alignx.mocae.fusion import (FUSED, AdapterFusionStep, FusedAdapter, LogitFusionStep, mixture_generate,
                                  mixture_token_logprobs)
 from alignx.mocae.router import Clusters, Router
+from alignx.mocae.stacked import StackedLoRA
 from alignx.policy import Policy
 
 MODES = ("mocae-logit", "mocae-adapter")
@@ -57,6 +58,7 @@ class MoCaE:
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._last: str | None = None
         self._fused: FusedAdapter | None = None
+        self._stacked: StackedLoRA | bool | None = None
 
     # --- routing ----------------------------------------------------------------------------
     def _encode(self, prompt: str) -> _Cached:
@@ -137,6 +139,16 @@ class MoCaE:
             self._fused = FusedAdapter(self.model, self.experts)
         return self._fused
 
+    @property
+    def stacked(self) -> StackedLoRA | None:
+        """The experts' LoRA as one batched matmul per layer (None, so peft's mixed batches, if not stackable)."""
+        if self._stacked is None:
+            try:
+                self._stacked = StackedLoRA(self.model, self.experts)
+            except ValueError:
+                self._stacked = False
+        return self._stacked or None
+
     def policy(self, mode: str, calibration: Calibration | None = None,
                fixed_weights: list[float] | None = None) -> "MoCaEPolicy":
         if mode not in MODES:
@@ -205,7 +217,7 @@ class MoCaEPolicy(Policy):
         if self.calibration.per_token and self.fixed is None:
             cluster = self.mocae.route(prompt, self.calibration).cluster
             reroute = lambda h: self.mocae.weights_from_features(h, cluster, self.calibration)  # noqa: E731
-        return LogitFusionStep(self.model, self.mocae.experts, self.mocae.temperatures, w, reroute)
+        return LogitFusionStep(self.model, self.mocae.experts, self.mocae.temperatures, w, reroute, self.mocae.stacked)
 
     @torch.inference_mode()
     def generate(self, prompts, sampling=None, batch_size=8, on_done=None):
@@ -224,7 +236,7 @@ class MoCaEPolicy(Policy):
             with self.lock:
                 if self.mode == "mocae-logit":
                     rows = mixture_generate(self.model, self.mocae.experts, self.mocae.temperatures, w, ids, mask,
-                                            sampling, self.eos, pad)
+                                            sampling, self.eos, pad, self.mocae.stacked)
                 else:
                     rows = self._adapter_generate(w, ids, mask, sampling, pad)
             for j, row in enumerate(rows):
@@ -265,7 +277,7 @@ class MoCaEPolicy(Policy):
     def token_logprobs(self, input_ids, attention_mask, first: int = 0):
         if self.mode == "mocae-logit":
             return mixture_token_logprobs(self.model, self.mocae.experts, self.mocae.temperatures, self._w,
-                                          input_ids, attention_mask, first)
+                                          input_ids, attention_mask, first, self.mocae.stacked)
         self.mocae.fused.set_weights(self._w.tolist())          # Policy.logprob holds the model lock
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=input_ids.shape[1] - first,
                             adapter_names=[FUSED] * len(input_ids)).logits[:, :-1].float()

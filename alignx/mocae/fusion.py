@@ -6,6 +6,9 @@ with tau_i each expert's calibration temperature. With ``per_token`` the weights
 recomputed after every token from the running mean of each adapter's last hidden states
 (a base row joins the batch), i.e. the router re-reads the latent of prompt + answer so far.
 
+``stacked`` (a ``StackedLoRA``, see ``alignx.mocae.stacked``) computes the expert rows' LoRA updates
+as one batched matmul per layer instead of peft's per-adapter sub-batches; it is the same sum.
+
 Batched generation (``mixture_generate``, ``FusedAdapter.per_row``) answers many prompts at
 once, each with its own weights: prompts x experts rows in one forward for logit fusion; one
 row per prompt, with a per-row scale on the fused A x, for adapter fusion.
@@ -99,12 +102,20 @@ class AdapterFusionStep:
         return torch.log_softmax(out.logits[0, -1].float(), -1), self.report
 
 
+def expert_forward(model, stacked, names: list[str], per_expert: int, **kwargs):
+    """One forward over expert-major rows: ``stacked`` (a ``StackedLoRA``) or peft's ``adapter_names``."""
+    if stacked is None:
+        return model(adapter_names=names, **kwargs)
+    with stacked.active(per_expert):
+        return model(**kwargs)
+
+
 class LogitFusionStep:
     """All experts in one batched forward; the next-token distribution is their weighted mixture."""
 
     def __init__(self, model, experts: Sequence[str], temperatures: Sequence[float], weights: torch.Tensor,
-                 reroute: Callable[[torch.Tensor], torch.Tensor] | None = None):
-        self.model, self.experts = model, list(experts)
+                 reroute: Callable[[torch.Tensor], torch.Tensor] | None = None, stacked=None):
+        self.model, self.experts, self.stacked = model, list(experts), stacked
         self.rows = self.experts + ([BASE] if reroute else [])
         self.temps = torch.tensor(list(temperatures), dtype=torch.float32)
         self.w, self.reroute, self.past = weights.float(), reroute, None
@@ -115,8 +126,8 @@ class LogitFusionStep:
         device = next(self.model.parameters()).device
         x = torch.tensor([list(ids)] * len(self.rows), device=device)
         with model_lock(self.model):
-            out = self.model(input_ids=x, past_key_values=self.past, use_cache=True, adapter_names=self.rows,
-                             output_hidden_states=self.reroute is not None)
+            out = expert_forward(self.model, self.stacked, self.rows, 1, input_ids=x, past_key_values=self.past,
+                                 use_cache=True, output_hidden_states=self.reroute is not None)
         self.past = out.past_key_values
         n = len(self.experts)
         lp = torch.log_softmax(out.logits[:n, -1].float() / self.temps[:, None].to(device), -1)
@@ -131,12 +142,14 @@ class LogitFusionStep:
 
 
 def mixture_token_logprobs(model, experts: Sequence[str], temperatures: Sequence[float], w: torch.Tensor,
-                           input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0) -> torch.Tensor:
+                           input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0,
+                           stacked=None) -> torch.Tensor:
     """(B, L-1-first) log p_mix(token t+1 | <= t), t >= ``first``, for right-padded rows, all experts in one batch."""
     n, b = len(experts), input_ids.shape[0]
     names = [e for e in experts for _ in range(b)]
-    logits = model(input_ids=input_ids.repeat(n, 1), attention_mask=attention_mask.repeat(n, 1),
-                   logits_to_keep=input_ids.shape[1] - first, adapter_names=names).logits[:, :-1].float()
+    logits = expert_forward(model, stacked, names, b, input_ids=input_ids.repeat(n, 1),
+                            attention_mask=attention_mask.repeat(n, 1),
+                            logits_to_keep=input_ids.shape[1] - first).logits[:, :-1].float()
     temps = torch.tensor(list(temperatures), device=logits.device).repeat_interleave(b)[:, None, None]
     lp = torch.log_softmax(logits / temps, -1).gather(-1, input_ids.repeat(n, 1)[:, first + 1:, None]).squeeze(-1)
     lp = lp.view(n, b, -1)
@@ -145,7 +158,8 @@ def mixture_token_logprobs(model, experts: Sequence[str], temperatures: Sequence
 
 @torch.inference_mode()
 def mixture_generate(model, experts: Sequence[str], temperatures: Sequence[float], w: torch.Tensor,
-                     ids: torch.Tensor, mask: torch.Tensor, sampling, eos: set[int], pad: int) -> list[list[int]]:
+                     ids: torch.Tensor, mask: torch.Tensor, sampling, eos: set[int], pad: int,
+                     stacked=None) -> list[list[int]]:
     """Logit-fusion decoding of B left-padded prompts at once, prompt b under weights ``w[b]`` ((B, n)).
 
     One KV-cached forward per step over expert-major rows (expert i, prompt b) = row i * B + b;
@@ -166,8 +180,8 @@ def mixture_generate(model, experts: Sequence[str], temperatures: Sequence[float
     done = [False] * b
     past = None
     for _ in range(sampling.max_new_tokens):
-        o = model(input_ids=x, attention_mask=m, position_ids=pos, past_key_values=past, use_cache=True,
-                  adapter_names=names)
+        o = expert_forward(model, stacked, names, b, input_ids=x, attention_mask=m, position_ids=pos,
+                           past_key_values=past, use_cache=True)
         past = o.past_key_values
         lp = torch.log_softmax(o.logits[:, -1].float() / temps, -1)
         mixed = torch.logsumexp(logw + lp.view(n, b, -1), dim=0).cpu()                # (B, V)
