@@ -101,6 +101,28 @@ def sample_token(logprobs: torch.Tensor, sampling: Sampling, generator: torch.Ge
     return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
 
 
+_CACHE_ARG: dict[type, str] = {}
+
+
+def with_cache(model: torch.nn.Module, cache) -> dict:
+    """The KV-cache keyword of ``model``'s forward: ``cache`` (transformers >= 5.24; ``past_key_values``
+    is deprecated there and goes in 5.40) or ``past_key_values`` (older releases)."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = _CACHE_ARG.get(type(inner))
+    if name is None:
+        params = inspect.signature(type(inner).forward).parameters
+        name = _CACHE_ARG[type(inner)] = "cache" if "cache" in params else "past_key_values"
+    return {name: cache}
+
+
+def cache_of(out):
+    """The KV cache a forward returned, under either name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (B, L) ids and attention mask, so every row's next token sits in the last column."""
     width = max(map(len, rows))
@@ -165,8 +187,8 @@ class ModelStep:
         x = torch.tensor([list(ids)] * self.rows, device=device)
         kwargs = {"adapter_names": self.adapter_names} if self.adapter_names else {}
         with model_lock(self.model):
-            out = self.model(input_ids=x, past_key_values=self.past, use_cache=True, **kwargs)
-        self.past = out.past_key_values
+            out = self.model(input_ids=x, use_cache=True, **with_cache(self.model, self.past), **kwargs)
+        self.past = cache_of(out)
         logits = out.logits[:, -1, :].float()
         if self.temperatures is not None:
             logits = logits / torch.tensor(self.temperatures, device=logits.device)[:, None]

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from alignx.generation import BASE, model_lock
+from alignx.generation import BASE, cache_of, model_lock, with_cache
 
 FUSED = "__mocae__"
 
@@ -97,8 +97,8 @@ class AdapterFusionStep:
         x = torch.tensor([list(ids)], device=next(model.parameters()).device)
         with model_lock(model):
             self.fused.set_weights(self.w.tolist())
-            out = model(input_ids=x, past_key_values=self.past, use_cache=True, adapter_names=[FUSED])
-        self.past = out.past_key_values
+            out = model(input_ids=x, use_cache=True, adapter_names=[FUSED], **with_cache(model, self.past))
+        self.past = cache_of(out)
         return torch.log_softmax(out.logits[0, -1].float(), -1), self.report
 
 
@@ -126,9 +126,9 @@ class LogitFusionStep:
         device = next(self.model.parameters()).device
         x = torch.tensor([list(ids)] * len(self.rows), device=device)
         with model_lock(self.model):
-            out = expert_forward(self.model, self.stacked, self.rows, 1, input_ids=x, past_key_values=self.past,
-                                 use_cache=True, output_hidden_states=self.reroute is not None)
-        self.past = out.past_key_values
+            out = expert_forward(self.model, self.stacked, self.rows, 1, input_ids=x, use_cache=True,
+                                 output_hidden_states=self.reroute is not None, **with_cache(self.model, self.past))
+        self.past = cache_of(out)
         n = len(self.experts)
         lp = torch.log_softmax(out.logits[:n, -1].float() / self.temps[:, None].to(device), -1)
         if self.reroute is not None:
@@ -181,8 +181,8 @@ def mixture_generate(model, experts: Sequence[str], temperatures: Sequence[float
     past = None
     for _ in range(sampling.max_new_tokens):
         o = expert_forward(model, stacked, names, b, input_ids=x, attention_mask=m, position_ids=pos,
-                           past_key_values=past, use_cache=True)
-        past = o.past_key_values
+                           use_cache=True, **with_cache(model, past))
+        past = cache_of(o)
         lp = torch.log_softmax(o.logits[:, -1].float() / temps, -1)
         mixed = torch.logsumexp(logw + lp.view(n, b, -1), dim=0).cpu()                # (B, V)
         nxt = []
