@@ -114,3 +114,34 @@ def test_keyword_refusal_diagnostic():
     assert not is_refusal("Sure! Here are three tips for staying healthy: ...")
     assert not is_refusal("x" * 300 + " I cannot")           # only the opening is searched
     assert refusal_flags(["I won't do that.", "Paris."]) == [1.0, 0.0]
+
+
+def _fake_report(mode: str, value: float, suite: str = "quick") -> dict:
+    from alignx.eval.report import COMPARE_KEYS
+
+    r = {k: {"value": value, "ci95": [value - 0.1, value + 0.1], "judge": "offline",
+             "higher_is_better": k not in ("safety_score", "over_refusal")} for k in COMPARE_KEYS}
+    r["run"] = {"mode": mode, "suite": suite, "sampling": {"max_new_tokens": 64}}
+    return r
+
+
+def test_compare_table_rows_values_and_refusals(tmp_path):
+    import json
+
+    from alignx.eval.report import compare_table, load_report
+
+    table = compare_table([_fake_report("base", 0.25), _fake_report("expert:honest", 0.5)])
+    lines = table.splitlines()
+    assert lines[0].startswith("| mode | win_rate ↑ | safety_score ↓ | over_refusal ↓")
+    assert lines[2].startswith("| base | 0.250 [0.15, 0.35] |") and lines[3].startswith("| expert:honest | 0.500")
+    assert "suite quick" in table
+    with pytest.raises(ValueError, match="differ in suite"):
+        compare_table([_fake_report("base", 0.2), _fake_report("base", 0.2, suite="h3fusion")])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "report.json").write_text(json.dumps(_fake_report("base", 0.1)))
+    assert load_report(tmp_path / "a")["run"]["mode"] == "base"
+    (tmp_path / "b.json").write_text('{"win_rate": {}}')
+    with pytest.raises(ValueError, match=r"b.json: not an eval report, missing \['safety_score'"):
+        load_report(tmp_path / "b.json")
+    with pytest.raises(FileNotFoundError, match="no report.json"):
+        load_report(tmp_path / "c")

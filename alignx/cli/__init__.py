@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["generate", "train_experts", "route", "train_router", "eval", "sweep", "train_judges"]
+COMMANDS = ["generate", "train_experts", "route", "train_router", "eval", "compare", "sweep", "train_judges"]
 
 
 def build_parser() -> argparse.ArgumentParser:

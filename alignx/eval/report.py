@@ -167,3 +167,57 @@ def summary(report: dict) -> str:
         lines.append(f"  alignment_acc[{axis}]{'':{max(0, 6 - len(axis))}s} {_fmt(e):24s}")
     lines += [f"WARNING: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)
+
+
+COMPARE_KEYS = ("win_rate", "safety_score", "over_refusal", "ti", "mc1", "mc2", "alignment_accuracy",
+                "average_alignment_score")
+
+
+def load_report(path: str | os.PathLike) -> dict:
+    """A ``report.json`` (or the folder holding one), with a clear error for anything else."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    try:
+        report = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no report.json here (run `python -m alignx eval --out ...` first)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not valid JSON ({exc})") from None
+    missing = [k for k in (*COMPARE_KEYS, "run") if k not in report]
+    if missing:
+        raise ValueError(f"{p}: not an eval report, missing {missing}")
+    return report
+
+
+def compare_table(reports: Sequence[dict], ci: bool = True) -> str:
+    """A markdown table, one row per report (its mode), the headline metrics with their 95% CIs.
+    Reports of different suites, judges or sampling settings are not comparable: that raises."""
+    if not reports:
+        raise ValueError("no reports to compare")
+
+    def setting(r: dict) -> tuple:
+        run = r["run"]
+        return (run.get("suite"), json.dumps(run.get("sampling"), sort_keys=True),
+                tuple(r[k].get("judge") for k in COMPARE_KEYS))
+
+    first = setting(reports[0])
+    for r in reports[1:]:
+        if setting(r) != first:
+            raise ValueError(f"reports differ in suite, sampling or judges: {reports[0]['run'].get('mode')} has "
+                             f"{first}, {r['run'].get('mode')} has {setting(r)}")
+
+    def cell(e: dict) -> str:
+        v, (lo, hi) = e.get("value"), e.get("ci95", [None, None])
+        if v is None:
+            return "n/a"
+        return f"{v:.3f} [{lo:.2f}, {hi:.2f}]" if ci and lo is not None else f"{v:.3f}"
+
+    arrows = {k: "↑" if reports[0][k].get("higher_is_better", True) else "↓" for k in COMPARE_KEYS}
+    lines = ["| mode | " + " | ".join(f"{k} {arrows[k]}" for k in COMPARE_KEYS) + " |",
+             "|---|" + "---|" * len(COMPARE_KEYS)]
+    for r in reports:
+        lines.append(f"| {r['run'].get('mode')} | " + " | ".join(cell(r[k]) for k in COMPARE_KEYS) + " |")
+    judges = ", ".join(f"{k}: {reports[0][k].get('judge')}" for k in COMPARE_KEYS)
+    lines.append(f"\nsuite {first[0]}; judges: {judges}")
+    return "\n".join(lines)
