@@ -1,0 +1,100 @@
+"""Routing probe: how well can a linear router read the axis from the *base* model's hidden states?
+
+    OMP_NUM_THREADS=1 python bench/routing_probe.py [--data-dir ../shared/data] [--cache /tmp/routing_feats.pt]
+
+Same prompts as the shipped router: ``latent.router_prompts`` (250 per axis) to fit,
+``latent.heldout_prompts`` (100 per axis) to score. Features: the hidden state of layer L
+(6 ... 30) pooled three ways: mean over all chat-template tokens (``all``, what ``latent.features``
+does at L = 30), mean over the user's tokens only (``user``), the last token (``last``); plus
+concatenations. Each gets ``Router.fit_cv`` on standardized features (weight decay by 5-fold CV),
+and prints held-out accuracy, then the per-source accuracy of two of them. A diagnostic of the
+ceiling of the routing target, not a timing: it runs the base model once over 1,050 prompts.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+LAYERS = [6, 10, 15, 20, 25, 30]
+
+
+def main() -> None:
+    import torch
+
+    from alignx import data as D
+    from alignx.experts.latent import heldout_prompts, router_prompts
+    from alignx.generation import chat_prompt_ids
+    from alignx.mocae.router import Router
+    from alignx.studio import Studio
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--cache", default=None, help="save / reuse the features here")
+    a = p.parse_args()
+    st = Studio.load(a.model, None, with_router=False)
+    m, tok = st.model, st.tokenizer
+    x, y = chat_prompt_ids(tok, "a"), chat_prompt_ids(tok, "b")
+    pre = next(i for i, (u, v) in enumerate(zip(x, y)) if u != v)                 # template tokens before the user's
+    suf = next(i for i, (u, v) in enumerate(zip(x[::-1], y[::-1])) if u != v)    # and after
+
+    @torch.inference_mode()
+    def feats(prompts):
+        out = {}
+        for s in range(0, len(prompts), 16):
+            rows = [chat_prompt_ids(tok, q)[:256] for q in prompts[s:s + 16]]
+            w = max(map(len, rows))
+            ids = torch.tensor([r + [0] * (w - len(r)) for r in rows])
+            mask = torch.tensor([[1] * len(r) + [0] * (w - len(r)) for r in rows]).float()
+            user = torch.zeros_like(mask)
+            for i, r in enumerate(rows):
+                user[i, pre:len(r) - suf] = 1
+            hs = m(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True, logits_to_keep=1).hidden_states
+            for L in LAYERS:
+                h = hs[L].float()
+                for name, mk in (("all", mask), ("user", user)):
+                    out.setdefault((name, L), []).append((h * mk[..., None]).sum(1) / mk.sum(1, keepdim=True))
+                out.setdefault(("last", L), []).append(h[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows])])
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    axes = ["harmless", "helpful", "honest"]
+    tr_p, tr_y = router_prompts(a.data_dir, 250)
+    te_p, te_y = heldout_prompts(a.data_dir, 100)
+    ytr = torch.tensor([axes.index(v) for v in tr_y])
+    yte = torch.tensor([axes.index(v) for v in te_y])
+    if a.cache and Path(a.cache).exists():
+        f = torch.load(a.cache)
+        ftr, fte = f["tr"], f["te"]
+    else:
+        ftr, fte = feats(tr_p), feats(te_p)
+        if a.cache:
+            torch.save({"tr": ftr, "te": fte}, a.cache)
+
+    def fit(keys):
+        xtr, xte = torch.cat([ftr[k] for k in keys], -1), torch.cat([fte[k] for k in keys], -1)
+        mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+        r, _, _ = Router.fit_cv((xtr - mu) / sd, ytr, 3)
+        return r.logits((xte - mu) / sd).argmax(-1) == yte
+
+    for pool in ("all", "user", "last"):
+        for L in LAYERS:
+            print(f"{pool:5s} layer {L:2d}  held-out accuracy {float(fit([(pool, L)]).float().mean()):.3f}", flush=True)
+    for combo in ([("user", 10), ("user", 20)], [("user", 15), ("user", 30)], [("user", 10), ("user", 20), ("user", 30)],
+                  [("user", L) for L in LAYERS]):
+        print(f"{combo}  held-out accuracy {float(fit(combo).float().mean()):.3f}", flush=True)
+    src = {r.prompt: n for n in D.SAFETY_HARMFUL_SETS for r in D.load_safety_eval(n, data_dir=a.data_dir)}
+    sources = [src.get(q, {"harmless": "BeaverTails", "helpful": "AlpacaEval", "honest": "TruthfulQA"}[v])
+               for q, v in zip(te_p, te_y)]
+    for key in [("all", 10), ("all", 30)]:
+        ok = fit([key])
+        print(f"per source, {key}:")
+        for s in sorted(set(sources)):
+            idx = [i for i, v in enumerate(sources) if v == s]
+            print(f"  {s:24s} n={len(idx):3d} accuracy {float(ok[idx].float().mean()):.3f}")
+
+
+if __name__ == "__main__":
+    main()
