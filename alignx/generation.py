@@ -123,6 +123,17 @@ def cache_of(out):
     return cache if cache is not None else out.past_key_values
 
 
+def hf_generate_kwargs(sampling: Sampling, pad: int, eos: set[int]) -> dict:
+    """``model.generate`` arguments for ``sampling`` (greedy at temperature 0); seeds torch's global
+    generator when sampling with a seed (call it under the model lock, right before generate)."""
+    kw = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad, eos_token_id=sorted(eos) or None)
+    if sampling.temperature == 0:
+        return dict(kw, do_sample=False)
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    return dict(kw, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded (B, L) ids and attention mask, so every row's next token sits in the last column."""
     width = max(map(len, rows))

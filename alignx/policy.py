@@ -12,8 +12,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from alignx.generation import (BASE, ModelStep, Sampling, TokenEvent, chat_prompt_ids, decode, eos_ids, left_pad,
-                               model_lock)
+from alignx.generation import (BASE, ModelStep, Sampling, TokenEvent, chat_prompt_ids, decode, eos_ids,
+                               hf_generate_kwargs, left_pad, model_lock)
 
 
 class Policy:
@@ -121,14 +121,8 @@ class SinglePolicy(Policy):
             pad = tok.pad_token_id if tok.pad_token_id is not None else 0
             ids, mask = left_pad(batch, pad, self.device)
             width = ids.shape[1]
-            kw = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad, eos_token_id=sorted(self.eos) or None)
-            if sampling.temperature > 0:
-                kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-            else:
-                kw.update(do_sample=False)
             with self.lock:
-                if sampling.temperature > 0 and sampling.seed is not None:
-                    torch.manual_seed(sampling.seed)
+                kw = hf_generate_kwargs(sampling, pad, self.eos)
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, **kw, **self._names(len(batch)))
             for j, row in enumerate(gen[:, width:]):
                 out.append(tok.decode(row, skip_special_tokens=True).strip())

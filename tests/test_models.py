@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from alignx.generation import ModelStep, Sampling, decode
+from alignx.generation import ModelStep, Sampling
 from alignx.models import ModelNotFoundError, load_model
 from alignx.policy import SinglePolicy
 

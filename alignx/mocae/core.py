@@ -11,7 +11,7 @@ import torch
 
 from alignx.experts.latent import LatentSpace
 from alignx.mocae.calibration import Calibration, expert_weights
-from alignx.generation import Sampling, left_pad
+from alignx.generation import Sampling, hf_generate_kwargs, left_pad
 from alignx.mocae.fusion import (FUSED, AdapterFusionStep, FusedAdapter, LogitFusionStep, mixture_generate,
                                  mixture_token_logprobs)
 from alignx.mocae.router import Clusters, Router
@@ -246,13 +246,7 @@ class MoCaEPolicy(Policy):
         return out
 
     def _adapter_generate(self, w, ids, mask, sampling, pad) -> list[list[int]]:
-        kw = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad, eos_token_id=sorted(self.eos) or None)
-        if sampling.temperature > 0:
-            kw.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-        else:
-            kw.update(do_sample=False)
+        kw = hf_generate_kwargs(sampling, pad, self.eos)
         with self.mocae.fused.per_row(w):
             gen = self.model.generate(input_ids=ids, attention_mask=mask, adapter_names=[FUSED] * len(ids), **kw)
         rows = []

@@ -147,7 +147,7 @@ def build(ctx: AppContext, demo: gr.Blocks, sliders: list) -> None:
     gr.Markdown("### Pareto front of a calibration sweep", elem_classes=["section-title"])
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            plot = gr.Plot(cb.figure(), show_label=False, elem_id="pareto-plot")
+            gr.Plot(cb.figure(), show_label=False, elem_id="pareto-plot")
         with gr.Column(scale=1, min_width=260):
             gr.Markdown(f"Sweep file: `{cb.sweep_path or 'none found'}`{' (' + cb.sweep_error + ')' if cb.sweep_error else ''}. Click a MoCaE point (or pick one "
                         "below) to set the Playground's calibration sliders.", elem_classes=["caption"])

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from alignx.eval.judges import prompts as P
 from alignx.eval.judges.base import Judge, JudgeError, Prob, check_lengths
