@@ -187,7 +187,10 @@ def test_fused_answer_shows_per_token_weights(page, artifacts):
     set_number(page, "pg-max-tokens", 16)
     page.locator("#pg-prompt textarea").fill("Is it safe to eat raw chicken?")
     page.locator("#pg-generate").click()
-    expect(page.locator("#pg-status")).to_contain_text("tokens", timeout=90_000)
+    # the previous test's status line ("5 tokens ... token limit") is still there until the clear
+    # lands, so wait for this answer's own end: 16 tokens at the limit, or an end of turn
+    expect(page.locator("#pg-status")).to_contain_text(re.compile(r"16 tokens .* token limit|end of turn"),
+                                                       timeout=90_000)
     assert page.locator("#pg-token-weights .tw-tok").count() >= 1
     assert page.locator("#pg-token-weights .tw-bar i").count() >= 3
     shot(page, artifacts / "app-playground-fused.png", full_page=True)
