@@ -75,9 +75,13 @@ class MoCaE:
             self._cache.popitem(last=False)
         return hit
 
-    def _result(self, prompt: str, hit: _Cached, cal: Calibration, t0: float) -> RouteResult:
+    def _weights(self, hit: _Cached, cal: Calibration) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(w, p, q, cluster prior) of a cached prompt under ``cal``."""
         prior = self.clusters.prior(hit.cluster, len(self.experts))
-        w, p, q = expert_weights(hit.logits, prior, cal, self.experts)
+        return (*expert_weights(hit.logits, prior, cal, self.experts), prior)
+
+    def _result(self, prompt: str, hit: _Cached, cal: Calibration, t0: float) -> RouteResult:
+        w, p, q, prior = self._weights(hit, cal)
         named = lambda t: {e: float(v) for e, v in zip(self.experts, t)}  # noqa: E731
         return RouteResult(prompt, named(w), named(p), named(q), hit.cluster, named(prior), hit.latent.tolist(),
                            cal.to_dict(), round((time.perf_counter() - t0) * 1000, 3))
@@ -118,12 +122,8 @@ class MoCaE:
             for p, z in zip(todo, self.space.encode(self.model, self.tokenizer, todo)):
                 self._store(p, z)
         cal = calibration or self.calibration
-        rows = []
-        for p in prompts:
-            hit = self._cache.get(p) or self._encode(p)    # evicted already (more than 512 prompts)
-            rows.append(expert_weights(hit.logits, self.clusters.prior(hit.cluster, len(self.experts)), cal,
-                                       self.experts)[0])
-        return torch.stack([torch.as_tensor(r, dtype=torch.float32) for r in rows])
+        # _encode: a cache hit, or a re-encode if more than 512 prompts evicted this one already
+        return torch.stack([self._weights(self._encode(p), cal)[0] for p in prompts]).float()
 
     def weights_from_features(self, feats: torch.Tensor, cluster: int, cal: Calibration) -> torch.Tensor:
         """Per-token re-routing: (1 + n, d) mean hidden states in LatentSpace order -> weights."""

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from alignx.generation import BASE, cache_of, model_lock, with_cache
+from alignx.generation import BASE, cache_of, model_lock, sample_token, with_cache
 
 FUSED = "__mocae__"
 
@@ -166,8 +166,6 @@ def mixture_generate(model, experts: Sequence[str], temperatures: Sequence[float
     each prompt's next token is drawn from its own mixture, as ``LogitFusionStep`` does for one
     prompt (greedy decoding gives the same tokens; sampled ones use one generator for the batch).
     Returns the new token ids of each prompt, without EOS. The caller holds the model lock."""
-    from alignx.generation import sample_token
-
     n, b = len(experts), ids.shape[0]
     device = ids.device
     names = [e for e in experts for _ in range(b)]
@@ -185,15 +183,13 @@ def mixture_generate(model, experts: Sequence[str], temperatures: Sequence[float
         past = cache_of(o)
         lp = torch.log_softmax(o.logits[:, -1].float() / temps, -1)
         mixed = torch.logsumexp(logw + lp.view(n, b, -1), dim=0).cpu()                # (B, V)
-        nxt = []
-        for j in range(b):
-            t = pad if done[j] else sample_token(mixed[j], sampling, gen)
-            if not done[j]:
-                if t in eos:
-                    done[j] = True
-                else:
-                    out[j].append(t)
-            nxt.append(t)
+        nxt = [pad] * b                                    # finished prompts are fed padding
+        for j in (j for j in range(b) if not done[j]):
+            nxt[j] = t = sample_token(mixed[j], sampling, gen)
+            if t in eos:
+                done[j] = True
+            else:
+                out[j].append(t)
         if all(done):
             break
         x = torch.tensor(nxt, device=device).repeat(n)[:, None]
