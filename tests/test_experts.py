@@ -153,6 +153,7 @@ def test_stage1_report_on_tiny(tmp_path, data_dir):
         r = rep["modes"][mode]
         assert r["mc1"]["n"] == 3 and 0 <= r["mc1"]["value"] <= 1 and 0 <= r["mc2"]["value"] <= 1
         assert r["refusal_harmful"]["value"] == 0 and r["reference_loss"]["value"] > 0
+        assert sum(v["n"] for v in r["by_set"]["over_refusal_benign"].values()) == 4
     assert rep["modes"]["base"]["mc2"]["value"] != rep["modes"]["expert:honest"]["mc2"]["value"]
     # checkpoints after each mode; a rerun with the same settings keeps measured modes
     saved = []
@@ -165,6 +166,10 @@ def test_stage1_report_on_tiny(tmp_path, data_dir):
     other = stage1_report(studio, ["base"], KeywordJudge(), data_dir, per_set=2, mc_n=2, helpful_n=2,
                           max_new_tokens=4, progress=lambda m: None, previous=rep)   # other settings: remeasured
     assert other["modes"]["base"]["mc1"]["n"] == 2
+    val = stage1_report(studio, ["base"], KeywordJudge(), data_dir, per_set=2, max_new_tokens=4, progress=lambda m: None,
+                        previous=rep, split="validation", safety_only=True)   # other rows, no MC / loss
+    assert val["settings"]["split"] == "validation" and "mc1" not in val["modes"]["base"]
+    assert val["n_benign"] == 4 and val["n_harmful"] == 8
 
 
 def test_nearest_benign_rows_are_distinct_topic_matched_hard_negatives():
@@ -183,6 +188,7 @@ def test_nearest_benign_rows_are_distinct_topic_matched_hard_negatives():
 
 
 def test_harmless_benign_mix_with_nearest_share(data_dir):
+    from alignx import data as D
     from alignx.experts.config import preset
 
     cfg = preset("tiny", rows_per_axis=8, benign_mix=2.0, benign_nearest=0.5)
@@ -191,3 +197,52 @@ def test_harmless_benign_mix_with_nearest_share(data_dir):
     assert len(d.train) == 24 and len(set(d.train)) == 24
     plain = axis_data("harmless", preset("tiny", rows_per_axis=8, benign_mix=2.0), data_dir)
     assert "alpaca_benign_nearest" not in plain.sources and len(plain.train) == 24
+    tqa = axis_data("harmless", preset("tiny", rows_per_axis=8, benign_mix=2.0, benign_truthfulqa=0.1), data_dir)
+    extra = [pair for pair in tqa.train if pair not in plain.train]
+    assert tqa.sources["truthfulqa_benign"] == len(extra) > 30
+    train_half = {r.prompt for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]}
+    assert all(p in train_half and "no comment" not in a.lower() for p, a in extra)
+    with pytest.raises(ValueError, match="benign_truthfulqa"):
+        axis_data("harmless", preset("tiny", benign_truthfulqa=1.5), data_dir)
+
+
+def test_safety_validation_rows_are_disjoint_from_the_test_sample(data_dir):
+    from alignx.experts.report import safety_sets
+
+    test_h, test_b = safety_sets(data_dir, per_set=40)
+    val_h, val_b = safety_sets(data_dir, per_set=40, split="validation")
+    assert list(test_h) == list(val_h) and list(test_b) == list(val_b)
+    for test, val in ((test_h, val_h), (test_b, val_b)):
+        for name in test:
+            assert len(test[name]) == 40 and len(val[name]) <= 40
+            assert not set(test[name]) & set(val[name]), name
+    assert val_h["I-Controversial"] == [] and len(val_b["I-Alpaca"]) == 10     # 40 and 50 rows in all
+    with pytest.raises(ValueError, match="unknown split"):
+        safety_sets(data_dir, split="train")
+    with pytest.raises(ValueError, match="give per_set"):
+        safety_sets(data_dir, per_set=None, split="validation")
+
+
+def test_contrast_rows_use_the_refusal_templates_and_the_base_models_answers(tmp_path, data_dir, monkeypatch):
+    from alignx import data as D
+    from alignx.experts import train as T
+    from alignx.experts.config import preset
+    from alignx.experts.sft import CONTRAST_TEMPLATES, contrast_prompts
+
+    prompts = contrast_prompts(preset("tiny", benign_contrast=0.05), data_dir)
+    assert len(prompts) > 15 and all(p.startswith(CONTRAST_TEMPLATES) and p.endswith(".") for p in prompts)
+    best = {r.response.rstrip(".") for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[1]}
+    assert not any(p.split(" why ", 1)[1].rstrip(".") in best for p in prompts)     # never the test half
+    with pytest.raises(ValueError, match="benign_contrast"):
+        contrast_prompts(preset("tiny", benign_contrast=-0.1), data_dir)
+    # the targets are the base model's own answers; a base refusal is dropped
+    lm = load_model("tiny-random")
+    answers = iter(["I'm sorry, but I cannot help with that.", "Because it is. Then more"] * 100)
+    monkeypatch.setattr("alignx.policy.SinglePolicy.generate", lambda self, ps, *a, **k: [next(answers) for _ in ps])
+    rows = T.self_distill(lm, prompts[:4])
+    assert rows == [(prompts[1], "Because it is."), (prompts[3], "Because it is.")]
+    path = train_expert(lm, "harmless", tmp_path, preset("tiny", rows_per_axis=8, benign_contrast=0.05),
+                        data_dir=data_dir)
+    card = json.loads((path / "card.json").read_text())
+    assert card["data"]["sources"]["contrast_benign_self_distilled"] == len(prompts) // 2
+    assert card["hyperparameters"]["benign_contrast"] == 0.05

@@ -19,6 +19,11 @@ def register(sub) -> None:
     p.add_argument("--benign-mix", type=float, default=None, help="harmless: benign rows per refusal row")
     p.add_argument("--benign-nearest", type=float, default=None,
                    help="harmless: share of the benign rows that are the refusals' nearest Alpaca prompts")
+    p.add_argument("--benign-truthfulqa", type=float, default=None,
+                   help="harmless: share of the TruthfulQA training-half questions added as benign rows")
+    p.add_argument("--benign-contrast", type=float, default=None,
+                   help="harmless: share of TruthfulQA training-half statements put in the refusal set's "
+                        "'Explain why ...' templates as benign rows, answered by the base model")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/.work")
     p.add_argument("--no-latent", action="store_true", help="skip fitting the latent alignment space")
     p.add_argument("--latent-only", action="store_true", help="only (re)fit the latent space on OUT's experts")
@@ -51,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown axis {unknown}; choose from {list(AXES)}")
     cfg = preset(args.preset, max_steps=args.max_steps, learning_rate=args.learning_rate,
                  rows_per_axis=args.rows_per_axis, benign_mix=args.benign_mix,
-                 benign_nearest=args.benign_nearest)
+                 benign_nearest=args.benign_nearest, benign_truthfulqa=args.benign_truthfulqa,
+                 benign_contrast=args.benign_contrast)
     command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not args.latent_only:
         from alignx.experts.train import train_expert
@@ -84,6 +90,9 @@ def register_report(sub) -> None:
     p.add_argument("--per-set", type=int, default=40, help="prompts per safety set (0 = all)")
     p.add_argument("--mc-n", type=int, default=0, help="TruthfulQA test-half MC questions (0 = all)")
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--split", default="test", choices=["test", "validation"],
+                   help="safety rows: the per-set test sample, or up to --per-set rows outside it (to choose a recipe)")
+    p.add_argument("--safety-only", action="store_true", help="only the refusal / unsafe / over-refusal columns")
     p.add_argument("--out", required=True, help="report JSON path")
     p.set_defaults(func=report)
 
@@ -116,7 +125,7 @@ def report(args: argparse.Namespace) -> int:
     rep = stage1_report(studio, modes, get_judge(args.judge), args.data_dir, args.per_set or None,
                         args.mc_n or None, max_new_tokens=args.max_new_tokens,
                         progress=lambda m: print(m, file=sys.stderr, flush=True),
-                        previous=previous, checkpoint=save)
+                        previous=previous, checkpoint=save, split=args.split, safety_only=args.safety_only)
     rep["command"] = command
     save(rep)
     print(json.dumps({m: {k: round(v["value"], 3) for k, v in r.items() if isinstance(v, dict) and "value" in v}

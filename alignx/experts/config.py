@@ -37,6 +37,12 @@ class ExpertConfig:
                                          # 0.5 and 3 over-refuse more (docs/RESULTS.md, "what was tried")
     benign_nearest: float = 0.0          # share of those benign rows that are the refusals' nearest
                                          # Alpaca prompts (TF-IDF cosine; hard negatives), rest random
+    benign_truthfulqa: float = 0.0       # harmless expert: share of the TruthfulQA training-half questions
+                                         # ("What happens if you ...", best answer as target) added to the
+                                         # benign rows: everyday-danger questions that must be answered
+    benign_contrast: float = 0.0         # harmless expert: share of the TruthfulQA training-half true
+                                         # statements turned into benign prompts in the refusal set's own
+                                         # "Explain why ..." templates, answered by the base model itself
     heldout_rows: int = 64               # held-out rows per axis for the eval loss in the card
     # bookkeeping
     save_steps: int = 50

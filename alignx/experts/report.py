@@ -25,15 +25,48 @@ def _sample(rows: list, n: int | None, seed: int) -> list:
     return random.Random(seed).sample(rows, n)
 
 
-def safety_prompts(data_dir=None, per_set: int | None = 40, seed: int = 0) -> tuple[list[str], list[str]]:
-    harmful = [r.prompt for s in D.SAFETY_HARMFUL_SETS for r in _sample(D.load_safety_eval(s, data_dir=data_dir),
-                                                                          per_set, seed)]
+SPLITS = ("test", "validation")
+
+
+def safety_sets(data_dir=None, per_set: int | None = 40, seed: int = 0,
+                split: str = "test") -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(harmful, benign) prompts per set. ``test``: a seeded sample of ``per_set`` rows of each set
+    (what every reported number uses); ``validation``: up to ``per_set`` of the rows *outside* that
+    sample, for choosing a recipe without looking at the test rows (I-Controversial has 40 rows,
+    so none are left for validation)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
+    if split == "validation" and per_set is None:
+        raise ValueError("the validation split is the rows outside the per-set test sample: give per_set")
+
+    def pick(rows: list) -> list[str]:
+        test = _sample(rows, per_set, seed)
+        if split == "test":
+            return [r.prompt for r in test]
+        used = {r.prompt for r in test}
+        return [r.prompt for r in rows if r.prompt not in used][:per_set]
+
+    harmful = {s: pick(D.load_safety_eval(s, data_dir=data_dir)) for s in D.SAFETY_HARMFUL_SETS}
     bt = D.load_beavertails(data_dir=data_dir)
     random.Random(seed).shuffle(bt)
-    harmful += [r.prompt for r in _sample(D.split_half(bt)[1], per_set, seed)]
-    benign = [r.prompt for s in D.SAFETY_BENIGN_SETS for r in _sample(D.load_safety_eval(s, data_dir=data_dir),
-                                                                        per_set, seed)]
+    harmful["BeaverTails (held-out half)"] = pick(D.split_half(bt)[1])
+    benign = {s: pick(D.load_safety_eval(s, data_dir=data_dir)) for s in D.SAFETY_BENIGN_SETS}
     return harmful, benign
+
+
+def safety_prompts(data_dir=None, per_set: int | None = 40, seed: int = 0,
+                   split: str = "test") -> tuple[list[str], list[str]]:
+    harmful, benign = safety_sets(data_dir, per_set, seed, split)
+    return [p for v in harmful.values() for p in v], [p for v in benign.values() for p in v]
+
+
+def _by_set(sets: dict[str, list[str]], flags: list[float]) -> dict[str, dict]:
+    out, i = {}, 0
+    for name, prompts in sets.items():
+        if prompts:
+            out[name] = {"value": sum(flags[i:i + len(prompts)]) / len(prompts), "n": len(prompts)}
+        i += len(prompts)
+    return out
 
 
 def _rate(flags: list[float]) -> dict:
@@ -84,15 +117,21 @@ def report_policy(studio, mode: str):
 def stage1_report(studio, modes: list[str], judge, data_dir=None, per_set: int | None = 40,
                   mc_n: int | None = None, helpful_n: int = 50, max_new_tokens: int = 48, seed: int = 0,
                   progress: Callable[[str], None] = print, previous: dict | None = None,
-                  checkpoint: Callable[[dict], None] | None = None) -> dict:
+                  checkpoint: Callable[[dict], None] | None = None, split: str = "test",
+                  safety_only: bool = False) -> dict:
     """Measure every mode on the stage-1 criteria. ``checkpoint(report)`` runs after each mode, so
     a long run can be saved mode by mode; modes already in ``previous`` (a report made with the
-    same settings and judge) are kept, not measured again."""
-    harmful, benign = safety_prompts(data_dir, per_set, seed)
+    same settings and judge) are kept, not measured again. ``split="validation"`` answers the
+    safety rows outside the test sample (for choosing a recipe); ``safety_only`` skips MC and loss."""
+    harmful_sets, benign_sets = safety_sets(data_dir, per_set, seed, split)
+    harmful = [p for v in harmful_sets.values() for p in v]
+    benign = [p for v in benign_sets.values() for p in v]
     sampling = Sampling(max_new_tokens=max_new_tokens)
-    report = {"judge": judge.info(),
-              "settings": {"per_set": per_set, "mc_n": mc_n, "helpful_n": helpful_n,
-                           "max_new_tokens": max_new_tokens, "seed": seed, "greedy": True},
+    settings = {"per_set": per_set, "mc_n": mc_n, "helpful_n": helpful_n,
+                "max_new_tokens": max_new_tokens, "seed": seed, "greedy": True}
+    if split != "test" or safety_only:           # reports made before these options keep their settings
+        settings.update(split=split, safety_only=safety_only)
+    report = {"judge": judge.info(), "settings": settings,
               "n_harmful": len(harmful), "n_benign": len(benign), "modes": {}}
     if previous and previous.get("settings") == report["settings"] and previous.get("judge") == report["judge"]:
         report["modes"].update({m: r for m, r in previous.get("modes", {}).items() if m in modes})
@@ -108,16 +147,22 @@ def stage1_report(studio, modes: list[str], judge, data_dir=None, per_set: int |
         refusal_h = [float(p > 0.5) for p in judge.refusal(harmful, h_out)]
         unsafe_h = [float(p > 0.5) for p in judge.unsafe(harmful, h_out)]
         refusal_b = [float(p > 0.5) for p in judge.refusal(benign, b_out)]
-        progress(f"[{mode}] TruthfulQA MC on the test half")
-        mc = truthfulqa_mc(policy, data_dir, mc_n, seed)
-        progress(f"[{mode}] reference-answer loss")
         report["modes"][mode] = {
             "refusal_harmful": _rate(refusal_h), "unsafe_harmful": _rate(unsafe_h),
-            "over_refusal_benign": _rate(refusal_b), **mc,
-            "reference_loss": reference_loss(policy, data_dir, helpful_n),
+            "over_refusal_benign": _rate(refusal_b),
+            "by_set": {"refusal_harmful": _by_set(harmful_sets, refusal_h),
+                       "unsafe_harmful": _by_set(harmful_sets, unsafe_h),
+                       "over_refusal_benign": _by_set(benign_sets, refusal_b)},
+        }
+        if not safety_only:
+            progress(f"[{mode}] TruthfulQA MC on the test half")
+            report["modes"][mode].update(truthfulqa_mc(policy, data_dir, mc_n, seed))
+            progress(f"[{mode}] reference-answer loss")
+            report["modes"][mode]["reference_loss"] = reference_loss(policy, data_dir, helpful_n)
+        report["modes"][mode].update({
             "examples": {"harmful": list(zip(harmful[:3], h_out[:3])), "benign": list(zip(benign[:3], b_out[:3]))},
             "wall_time_s": round(time.time() - t0, 1),
-        }
+        })
         if checkpoint is not None:
             checkpoint(report)
     return report

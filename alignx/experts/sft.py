@@ -73,6 +73,47 @@ def _take(rows: list[tuple[str, str]], cfg: ExpertConfig, rng: random.Random) ->
     return train, heldout
 
 
+def _tqa_benign(cfg: ExpertConfig, data_dir=None) -> list[tuple[str, str]]:
+    """``cfg.benign_truthfulqa`` of the TruthfulQA training-half questions with their best answer:
+    benign questions about everyday dangers, answered, never refused (the test half is never used;
+    questions whose best answer is "I have no comment." are left out)."""
+    if not 0.0 <= cfg.benign_truthfulqa <= 1.0:
+        raise ValueError(f"benign_truthfulqa must be in [0, 1], got {cfg.benign_truthfulqa}")
+    rows = [r for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
+            if "no comment" not in r.response.lower()]          # "I have no comment." is a refusal
+    rows = random.Random(cfg.seed + 2).sample(rows, int(round(len(rows) * cfg.benign_truthfulqa)))
+    return [(r.prompt, r.response if r.response.endswith(".") else r.response + ".") for r in rows]
+
+
+# The "why" openers of the safety-tuned-llamas refusal set (66 of its rows start with the first two).
+CONTRAST_TEMPLATES = ("Explain why", "Analyze why", "Describe why", "List reasons why")
+
+
+def contrast_prompts(cfg: ExpertConfig, data_dir=None) -> list[str]:
+    """``cfg.benign_contrast`` of the TruthfulQA training-half best answers (true statements), each
+    put in one of the refusal set's own "why" templates: "Explain why nothing in particular happens
+    if you swallow gum." Benign prompts with a harmful prompt's surface form, so the expert cannot
+    learn "refuse this template". Their targets are the base model's own answers
+    (``train.self_distill``): the expert should answer them exactly as the base does."""
+    if not 0.0 <= cfg.benign_contrast <= 1.0:
+        raise ValueError(f"benign_contrast must be in [0, 1], got {cfg.benign_contrast}")
+    rows = [r for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
+            if "no comment" not in r.response.lower()]
+    rows = random.Random(cfg.seed + 3).sample(rows, int(round(len(rows) * cfg.benign_contrast)))
+    out = []
+    for i, r in enumerate(rows):
+        statement = re.sub(r"^(yes|no),\s+", "", r.response.strip().rstrip("."), flags=re.I)
+        first = statement.split(" ", 1)[0]
+        if first in _LOWER_FIRST:                    # "The ..." -> "the ...", but "Mark Twain ..." stays
+            statement = first.lower() + statement[len(first):]
+        out.append(f"{CONTRAST_TEMPLATES[i % len(CONTRAST_TEMPLATES)]} {statement}.")
+    return out
+
+
+_LOWER_FIRST = {"The", "A", "An", "It", "It's", "There", "Nothing", "No", "You", "People", "Most", "Some", "All",
+                "If", "In", "This", "That", "They", "Many", "Not", "Only", "Every", "None", "Humans", "We", "Your"}
+
+
 def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
               pairs: list[tuple[str, str]] | None = None) -> AxisData:
     """The axis's training and held-out pairs; ``pairs`` (e.g. from an uploaded file) replace
@@ -104,11 +145,14 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
         chosen = set(near)
         rest = [i for i in range(len(benign_pool)) if i not in chosen][:n_benign - len(near)]
         benign = [benign_pool[i] for i in near + rest]
-        mixed = train + benign
+        tqa = _tqa_benign(cfg, data_dir)
+        mixed = train + benign + tqa
         rng.shuffle(mixed)
         sources = {"safety_refusals": len(train), "alpaca_benign": len(benign)}
         if near:
             sources["alpaca_benign_nearest"] = len(near)
+        if tqa:
+            sources["truthfulqa_benign"] = len(tqa)
         return AxisData(axis, mixed, held, sources)
     tqa_train = D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
     pairs = []

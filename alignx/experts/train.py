@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -20,7 +21,7 @@ import torch
 
 from alignx.experts.config import ExpertConfig
 from alignx.experts.io import write_json_atomic
-from alignx.experts.sft import PadCollator, axis_data, tokenize
+from alignx.experts.sft import PadCollator, axis_data, contrast_prompts, tokenize
 
 log = logging.getLogger(__name__)
 LossCallback = Callable[[str, int, float], None]   # (axis, step, loss)
@@ -102,6 +103,25 @@ def training_arguments(lm, cfg: ExpertConfig, work: Path, bf16: bool):
     )
 
 
+def self_distill(lm, prompts: list[str], max_new_tokens: int = 96) -> list[tuple[str, str]]:
+    """(prompt, the base model's greedy answer), for the prompts the base answers (a base refusal
+    is no target for a benign row; cut answers end at the last full sentence)."""
+    from alignx.eval.refusal import is_refusal
+    from alignx.generation import Sampling
+    from alignx.policy import SinglePolicy
+
+    answers = SinglePolicy(lm.model, lm.tokenizer).generate(prompts, Sampling(max_new_tokens=max_new_tokens),
+                                                            batch_size=16)
+    out = []
+    for p, a in zip(prompts, answers):
+        a = a.strip()
+        cut = max(a.rfind(". "), a.rfind(".\n"))
+        a = a if a.endswith((".", "!", "?")) or cut < 0 else a[:cut + 1]
+        if a and not is_refusal(a):
+            out.append((p, a))
+    return out
+
+
 def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir=None, resume: bool = False,
                  on_loss: LossCallback | None = None, should_stop: Callable[[], bool] | None = None,
                  command: str | None = None, pairs: list[tuple[str, str]] | None = None,
@@ -121,6 +141,11 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     if not resume and work.exists():
         shutil.rmtree(work)
     data = axis_data(axis, cfg, data_dir, pairs)
+    if axis == "harmless" and pairs is None and cfg.benign_contrast > 0:
+        contrast = self_distill(lm, contrast_prompts(cfg, data_dir))
+        data.train = data.train + contrast
+        random.Random(cfg.seed).shuffle(data.train)
+        data.sources["contrast_benign_self_distilled"] = len(contrast)
     tok = lm.tokenizer
     train_ds = tokenize(tok, data.train, cfg.max_length)
     held_ds = tokenize(tok, data.heldout, cfg.max_length)
