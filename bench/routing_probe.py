@@ -34,6 +34,8 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--cache", default=None, help="save / reuse the features here")
+    p.add_argument("--per-axis", type=int, default=250,
+                   help="training prompts per axis (the shipped router: 250; honest has 204 at most)")
     a = p.parse_args()
     st = Studio.load(a.model, None, with_router=False)
     m, tok = st.model, st.tokenizer
@@ -61,7 +63,7 @@ def main() -> None:
         return {k: torch.cat(v) for k, v in out.items()}
 
     axes = ["harmless", "helpful", "honest"]
-    tr_p, tr_y = router_prompts(a.data_dir, 250)
+    tr_p, tr_y = router_prompts(a.data_dir, a.per_axis)
     te_p, te_y = heldout_prompts(a.data_dir, 100)
     ytr = torch.tensor([axes.index(v) for v in tr_y])
     yte = torch.tensor([axes.index(v) for v in te_y])

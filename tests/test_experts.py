@@ -204,6 +204,14 @@ def test_harmless_benign_mix_with_nearest_share(data_dir):
     assert all(p in train_half and "no comment" not in a.lower() for p, a in extra)
     with pytest.raises(ValueError, match="benign_truthfulqa"):
         axis_data("harmless", preset("tiny", benign_truthfulqa=1.5), data_dir)
+    from alignx.experts.sft import CONTRAST_TEMPLATES
+
+    tpl = axis_data("harmless", preset("tiny", rows_per_axis=8, benign_mix=2.0, template_refusals=2), data_dir)
+    added = [pair for pair in tpl.train if pair not in plain.train]
+    n_tpl = [sum(p.startswith(CONTRAST_TEMPLATES) for p, _ in d.train) for d in (tpl, plain)]
+    assert tpl.sources["template_refusals"] == n_tpl[0] - n_tpl[1] > 100
+    assert all(p.startswith(CONTRAST_TEMPLATES) for p, _ in added) and len(set(added)) * 2 == len(added)
+    assert not {p for p, _ in added} & {p for p, _ in tpl.heldout}
 
 
 def test_safety_validation_rows_are_disjoint_from_the_test_sample(data_dir):

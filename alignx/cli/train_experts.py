@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--benign-contrast", type=float, default=None,
                    help="harmless: share of TruthfulQA training-half statements put in the refusal set's "
                         "'Explain why ...' templates as benign rows, answered by the base model")
+    p.add_argument("--template-refusals", type=int, default=None,
+                   help="harmless: copies of every training refusal in the 'Explain why ...' templates to add")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/.work")
     p.add_argument("--no-latent", action="store_true", help="skip fitting the latent alignment space")
     p.add_argument("--latent-only", action="store_true", help="only (re)fit the latent space on OUT's experts")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = preset(args.preset, max_steps=args.max_steps, learning_rate=args.learning_rate,
                  rows_per_axis=args.rows_per_axis, benign_mix=args.benign_mix,
                  benign_nearest=args.benign_nearest, benign_truthfulqa=args.benign_truthfulqa,
-                 benign_contrast=args.benign_contrast)
+                 benign_contrast=args.benign_contrast, template_refusals=args.template_refusals)
     command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not args.latent_only:
         from alignx.experts.train import train_expert

@@ -34,7 +34,8 @@ class ExpertConfig:
     rows_per_axis: int | None = None     # None = every training row
     benign_mix: float = 2.0              # harmless expert: benign Alpaca rows per refusal row. Shipped:
                                          # 2 with --max-steps 60; 4 (40 steps) never learned to refuse,
-                                         # 0.5 and 3 over-refuse more (docs/RESULTS.md, "what was tried")
+                                         # 0.5 and 3 over-refuse more; the options below moved refusal and
+                                         # over-refusal together (docs/RESULTS.md, "what was tried")
     benign_nearest: float = 0.0          # share of those benign rows that are the refusals' nearest
                                          # Alpaca prompts (TF-IDF cosine; hard negatives), rest random
     benign_truthfulqa: float = 0.0       # harmless expert: share of the TruthfulQA training-half questions
@@ -43,6 +44,9 @@ class ExpertConfig:
     benign_contrast: float = 0.0         # harmless expert: share of the TruthfulQA training-half true
                                          # statements turned into benign prompts in the refusal set's own
                                          # "Explain why ..." templates, answered by the base model itself
+    template_refusals: int = 0           # harmless expert: copies of every training refusal in those same
+                                         # templates ("Explain why people like you could go to hell."),
+                                         # added to the sampled refusals: the harmful side of the contrast
     heldout_rows: int = 64               # held-out rows per axis for the eval loss in the card
     # bookkeeping
     save_steps: int = 50

@@ -146,13 +146,19 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
         rest = [i for i in range(len(benign_pool)) if i not in chosen][:n_benign - len(near)]
         benign = [benign_pool[i] for i in near + rest]
         tqa = _tqa_benign(cfg, data_dir)
-        mixed = train + benign + tqa
+        if cfg.template_refusals < 0:
+            raise ValueError(f"template_refusals must be >= 0, got {cfg.template_refusals}")
+        unused = [r for r in refusals if r not in set(train) | set(held)]
+        templated = [r for r in train + unused if r[0].startswith(CONTRAST_TEMPLATES)] * cfg.template_refusals
+        mixed = train + benign + tqa + templated
         rng.shuffle(mixed)
         sources = {"safety_refusals": len(train), "alpaca_benign": len(benign)}
         if near:
             sources["alpaca_benign_nearest"] = len(near)
         if tqa:
             sources["truthfulqa_benign"] = len(tqa)
+        if templated:
+            sources["template_refusals"] = len(templated)
         return AxisData(axis, mixed, held, sources)
     tqa_train = D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
     pairs = []

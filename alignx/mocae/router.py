@@ -35,8 +35,10 @@ class Router:
         w = torch.nn.Parameter(torch.randn(n_experts, z.shape[1], generator=g) * 0.01)
         b = torch.nn.Parameter(torch.zeros(n_experts))
         opt = torch.optim.AdamW([w, b], lr=lr, weight_decay=weight_decay)
-        for _ in range(steps):
-            loss = F.cross_entropy(z @ w.T + b, y)
+        counts = torch.bincount(y, minlength=n_experts).float()
+        balance = len(y) / (n_experts * counts.clamp(min=1))        # class-balanced: an axis with fewer
+        for _ in range(steps):                                       # prompts (honest) is not out-voted
+            loss = F.cross_entropy(z @ w.T + b, y, weight=balance)
             opt.zero_grad()
             loss.backward()
             opt.step()
