@@ -36,6 +36,7 @@ def main() -> None:
     p.add_argument("--cache", default=None, help="save / reuse the features here")
     p.add_argument("--per-axis", type=int, default=250,
                    help="training prompts per axis (the shipped router: 250; honest has 204 at most)")
+    p.add_argument("--balanced", action="store_true", help="class-balanced cross-entropy (Router.fit balanced=True)")
     a = p.parse_args()
     st = Studio.load(a.model, None, with_router=False)
     m, tok = st.model, st.tokenizer
@@ -78,7 +79,7 @@ def main() -> None:
     def fit(keys):
         xtr, xte = torch.cat([ftr[k] for k in keys], -1), torch.cat([fte[k] for k in keys], -1)
         mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
-        r, _, _ = Router.fit_cv((xtr - mu) / sd, ytr, 3)
+        r, _, _ = Router.fit_cv((xtr - mu) / sd, ytr, 3, balanced=a.balanced)
         return r.logits((xte - mu) / sd).argmax(-1) == yte
 
     for pool in ("all", "user", "last"):

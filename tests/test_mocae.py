@@ -271,3 +271,18 @@ def test_router_fit_cv_picks_weight_decay_on_training_folds():
     router, loss, sel = Router.fit_cv(z, y, 3, steps=50)
     assert set(sel["cv_accuracy"]) == {0.01, 0.1, 1.0} and sel["weight_decay"] in sel["cv_accuracy"]
     assert max(sel["cv_accuracy"].values()) > 0.9 and (router.logits(z).argmax(-1) == y).float().mean() > 0.9
+
+
+def test_balanced_router_fit_does_not_out_vote_the_smaller_axis():
+    from alignx.mocae.router import Router
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.tensor([0] * 90 + [1] * 10)
+    z = torch.randn(100, 4, generator=g) + 0.5 * torch.nn.functional.one_hot(y, 4).float()   # overlapping classes
+    share = {b: float((Router.fit(z, y, 2, steps=200, balanced=b)[0].logits(z).argmax(-1) == 1).float().mean())
+             for b in (False, True)}
+    assert share[True] > share[False] + 0.1           # weighting the 10 rows up predicts them more often
+    same = torch.arange(60) % 3                       # equal counts: balancing changes nothing
+    zz = torch.randn(60, 8, generator=g)
+    a, b = Router.fit(zz, same, 3, steps=20)[0], Router.fit(zz, same, 3, steps=20, balanced=True)[0]
+    assert torch.allclose(a.weight, b.weight, atol=1e-6)

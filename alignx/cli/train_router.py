@@ -16,6 +16,8 @@ def register(sub) -> None:
     p.add_argument("--per-axis", type=int, default=250,
                    help="training prompts per axis, none of them seen by the latent heads")
     p.add_argument("--heldout-per-axis", type=int, default=100)
+    p.add_argument("--balanced", action="store_true",
+                   help="class-balanced cross-entropy (each axis weighted by n / (3 n_axis))")
     p.set_defaults(func=run)
 
 
@@ -26,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device, with_router=False)
     command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    mocae = train_mocae(studio, args.data_dir, args.per_axis, args.heldout_per_axis, command=command,
+    mocae = train_mocae(studio, args.data_dir, args.per_axis, args.heldout_per_axis, balanced=args.balanced,
+                        command=command,
                         progress=lambda m: print(m, file=sys.stderr, flush=True))
     h = mocae.card["heldout"]
     print(json.dumps({"routing_accuracy": h["routing_accuracy"], "confusion_matrix": h["confusion_matrix"],

@@ -30,14 +30,16 @@ class Router:
 
     @classmethod
     def fit(cls, z: torch.Tensor, y: torch.Tensor, n_experts: int, steps: int = 300, lr: float = 1e-2,
-            weight_decay: float = 0.01, seed: int = 0) -> tuple["Router", float]:
+            weight_decay: float = 0.01, seed: int = 0, balanced: bool = False) -> tuple["Router", float]:
+        """Full-batch AdamW on cross-entropy; ``balanced`` weights each axis by n / (n_experts * n_axis),
+        so an axis with fewer prompts (honest) is not out-voted."""
         g = torch.Generator().manual_seed(seed)
         w = torch.nn.Parameter(torch.randn(n_experts, z.shape[1], generator=g) * 0.01)
         b = torch.nn.Parameter(torch.zeros(n_experts))
         opt = torch.optim.AdamW([w, b], lr=lr, weight_decay=weight_decay)
         counts = torch.bincount(y, minlength=n_experts).float()
-        balance = len(y) / (n_experts * counts.clamp(min=1))        # class-balanced: an axis with fewer
-        for _ in range(steps):                                       # prompts (honest) is not out-voted
+        balance = len(y) / (n_experts * counts.clamp(min=1)) if balanced else None
+        for _ in range(steps):
             loss = F.cross_entropy(z @ w.T + b, y, weight=balance)
             opt.zero_grad()
             loss.backward()

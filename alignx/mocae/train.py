@@ -50,7 +50,8 @@ def _heldout_logits(studio, name: str, rows: int, data_dir=None) -> tuple[torch.
 
 def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: int = 100, router_steps: int = 300,
                 temperature_rows: int = 24, eps: float = EPS, min_samples: int = MIN_SAMPLES, seed: int = 0,
-                command: str | None = None, progress: Callable[[str], None] = lambda m: None) -> MoCaE:
+                balanced: bool = False, command: str | None = None,
+                progress: Callable[[str], None] = lambda m: None) -> MoCaE:
     if studio.experts_dir is None or not studio.experts:
         raise ValueError("the Studio has no experts loaded: train experts first")
     t0 = time.time()
@@ -61,7 +62,8 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
     progress(f"encoding {len(prompts)} training prompts with {len(experts) + 1} adapters")
     z = space.encode(studio.model, studio.tokenizer, prompts)
     y = torch.tensor([index[a] for a in labels])
-    router, loss, selection = Router.fit_cv(z, y, len(experts), steps=router_steps, seed=seed)
+    router, loss, selection = Router.fit_cv(z, y, len(experts), steps=router_steps, seed=seed,
+                                             balanced=balanced)
     progress(f"encoding {3 * heldout_per_axis} held-out prompts")
     test_prompts, test_labels = heldout_prompts(data_dir, heldout_per_axis, seed)
     z_test = space.encode(studio.model, studio.tokenizer, test_prompts)
@@ -96,7 +98,7 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
         "data": {"train_prompts": len(prompts), "train_per_axis": {a: labels.count(a) for a in index},
                  "train_sources": "alignx.experts.latent.router_prompts: the half of each axis's sources the "
                                   "latent heads were not fitted on",
-                 "heldout_prompts": len(test_prompts), "per_axis": per_axis,
+                 "heldout_prompts": len(test_prompts), "per_axis": per_axis, "class_balanced": balanced,
                  "heldout_per_axis": heldout_per_axis},
         "heldout": {"routing_accuracy": float((pred == y_test).float().mean()),
                     "confusion_matrix": {"rows_true_cols_pred": experts, "counts": confusion.tolist()},
