@@ -73,15 +73,20 @@ def _take(rows: list[tuple[str, str]], cfg: ExpertConfig, rng: random.Random) ->
     return train, heldout
 
 
+def _tqa_answered(share: float, name: str, seed: int, data_dir=None) -> list:
+    """A seeded ``share`` of the TruthfulQA training-half rows whose best answer is an answer
+    ("I have no comment." is a refusal: left out)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {share}")
+    rows = [r for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0] if "no comment" not in r.response.lower()]
+    return random.Random(seed).sample(rows, int(round(len(rows) * share)))
+
+
 def _tqa_benign(cfg: ExpertConfig, data_dir=None) -> list[tuple[str, str]]:
     """``cfg.benign_truthfulqa`` of the TruthfulQA training-half questions with their best answer:
     benign questions about everyday dangers, answered, never refused (the test half is never used;
     questions whose best answer is "I have no comment." are left out)."""
-    if not 0.0 <= cfg.benign_truthfulqa <= 1.0:
-        raise ValueError(f"benign_truthfulqa must be in [0, 1], got {cfg.benign_truthfulqa}")
-    rows = [r for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
-            if "no comment" not in r.response.lower()]          # "I have no comment." is a refusal
-    rows = random.Random(cfg.seed + 2).sample(rows, int(round(len(rows) * cfg.benign_truthfulqa)))
+    rows = _tqa_answered(cfg.benign_truthfulqa, "benign_truthfulqa", cfg.seed + 2, data_dir)
     return [(r.prompt, r.response if r.response.endswith(".") else r.response + ".") for r in rows]
 
 
@@ -95,13 +100,8 @@ def contrast_prompts(cfg: ExpertConfig, data_dir=None) -> list[str]:
     if you swallow gum." Benign prompts with a harmful prompt's surface form, so the expert cannot
     learn "refuse this template". Their targets are the base model's own answers
     (``train.self_distill``): the expert should answer them exactly as the base does."""
-    if not 0.0 <= cfg.benign_contrast <= 1.0:
-        raise ValueError(f"benign_contrast must be in [0, 1], got {cfg.benign_contrast}")
-    rows = [r for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
-            if "no comment" not in r.response.lower()]
-    rows = random.Random(cfg.seed + 3).sample(rows, int(round(len(rows) * cfg.benign_contrast)))
     out = []
-    for i, r in enumerate(rows):
+    for i, r in enumerate(_tqa_answered(cfg.benign_contrast, "benign_contrast", cfg.seed + 3, data_dir)):
         statement = re.sub(r"^(yes|no),\s+", "", r.response.strip().rstrip("."), flags=re.I)
         first = statement.split(" ", 1)[0]
         if first in _LOWER_FIRST:                    # "The ..." -> "the ...", but "Mark Twain ..." stays
@@ -148,7 +148,8 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
         tqa = _tqa_benign(cfg, data_dir)
         if cfg.template_refusals < 0:
             raise ValueError(f"template_refusals must be >= 0, got {cfg.template_refusals}")
-        unused = [r for r in refusals if r not in set(train) | set(held)]
+        taken = set(train) | set(held)
+        unused = [r for r in refusals if r not in taken]
         templated = [r for r in train + unused if r[0].startswith(CONTRAST_TEMPLATES)] * cfg.template_refusals
         mixed = train + benign + tqa + templated
         rng.shuffle(mixed)
