@@ -58,6 +58,26 @@ class Policy:
         return out
 
     @torch.inference_mode()
+    def _batched(self, prompts: Sequence[str], sampling: Sampling | None, batch_size: int,
+                 on_done: Callable[[int, str], None] | None,
+                 rows: Callable[[list[str], torch.Tensor, torch.Tensor, Sampling, int], Sequence]) -> list[str]:
+        """The batch loop of the batched ``generate``s: left-pad each chunk, ``rows(chunk, ids, mask,
+        sampling, pad)`` gives each prompt's new token ids (under the model lock), decode in order."""
+        sampling = sampling or Sampling()
+        tok, out = self.tokenizer, []
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        for s in range(0, len(prompts), batch_size):
+            chunk = list(prompts[s:s + batch_size])
+            ids, mask = left_pad([self.prompt_ids(p) for p in chunk], pad, self.device)
+            with self.lock:
+                new = rows(chunk, ids, mask, sampling, pad)
+            for j, row in enumerate(new):
+                out.append(tok.decode(row, skip_special_tokens=True).strip())
+                if on_done:
+                    on_done(s + j, out[-1])
+        return out
+
+    @torch.inference_mode()
     def logprob(self, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8) -> list[float]:
         """Sum of log-probs of each continuation's tokens (plus end-of-turn) after the prompt."""
         if len(prompts) != len(continuations):
@@ -111,21 +131,11 @@ class SinglePolicy(Policy):
         lp = torch.log_softmax(logits / self.temperature, -1)
         return lp.gather(-1, input_ids[:, first + 1:, None]).squeeze(-1)
 
-    @torch.inference_mode()
     def generate(self, prompts, sampling=None, batch_size=8, on_done=None):
         """Batched ``model.generate`` with left padding: much faster than one prompt at a time."""
-        sampling = sampling or Sampling()
-        tok, out = self.tokenizer, []
-        for s in range(0, len(prompts), batch_size):
-            batch = [self.prompt_ids(p) for p in prompts[s:s + batch_size]]
-            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-            ids, mask = left_pad(batch, pad, self.device)
-            width = ids.shape[1]
-            with self.lock:
-                kw = hf_generate_kwargs(sampling, pad, self.eos)
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, **kw, **self._names(len(batch)))
-            for j, row in enumerate(gen[:, width:]):
-                out.append(tok.decode(row, skip_special_tokens=True).strip())
-                if on_done:
-                    on_done(s + j, out[-1])
-        return out
+        def rows(chunk, ids, mask, sampling, pad):
+            gen = self.model.generate(input_ids=ids, attention_mask=mask, **hf_generate_kwargs(sampling, pad, self.eos),
+                                      **self._names(len(chunk)))
+            return gen[:, ids.shape[1]:]
+
+        return self._batched(prompts, sampling, batch_size, on_done, rows)

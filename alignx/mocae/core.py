@@ -11,7 +11,7 @@ import torch
 
 from alignx.experts.latent import LatentSpace
 from alignx.mocae.calibration import Calibration, expert_weights
-from alignx.generation import Sampling, hf_generate_kwargs, left_pad
+from alignx.generation import hf_generate_kwargs
 from alignx.mocae.fusion import (FUSED, AdapterFusionStep, FusedAdapter, LogitFusionStep, mixture_generate,
                                  mixture_token_logprobs)
 from alignx.mocae.router import Clusters, Router
@@ -225,25 +225,15 @@ class MoCaEPolicy(Policy):
         per-token re-routing streams one prompt at a time."""
         if self.calibration.per_token and self.fixed is None and self.mode == "mocae-logit":
             return super().generate(prompts, sampling, batch_size, on_done)
-        sampling = sampling or Sampling()
-        tok, out = self.tokenizer, []
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        for s in range(0, len(prompts), batch_size):
-            chunk = list(prompts[s:s + batch_size])
+        def rows(chunk, ids, mask, sampling, pad):
             w = (self.fixed.expand(len(chunk), -1) if self.fixed is not None
                  else self.mocae.weights_many(chunk, self.calibration))
-            ids, mask = left_pad([self.prompt_ids(p) for p in chunk], pad, self.device)
-            with self.lock:
-                if self.mode == "mocae-logit":
-                    rows = mixture_generate(self.model, self.mocae.experts, self.mocae.temperatures, w, ids, mask,
-                                            sampling, self.eos, pad, self.mocae.stacked)
-                else:
-                    rows = self._adapter_generate(w, ids, mask, sampling, pad)
-            for j, row in enumerate(rows):
-                out.append(tok.decode(row, skip_special_tokens=True).strip())
-                if on_done:
-                    on_done(s + j, out[-1])
-        return out
+            if self.mode == "mocae-logit":
+                return mixture_generate(self.model, self.mocae.experts, self.mocae.temperatures, w, ids, mask,
+                                        sampling, self.eos, pad, self.mocae.stacked)
+            return self._adapter_generate(w, ids, mask, sampling, pad)
+
+        return self._batched(prompts, sampling, batch_size, on_done, rows)
 
     def _adapter_generate(self, w, ids, mask, sampling, pad) -> list[list[int]]:
         kw = hf_generate_kwargs(sampling, pad, self.eos)
