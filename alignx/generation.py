@@ -78,6 +78,14 @@ def chat_prompt_ids(tokenizer, prompt: str, system: str | None = None) -> list[i
     return tokenizer(prompt, add_special_tokens=True)["input_ids"]
 
 
+def template_margins(tokenizer) -> tuple[int, int]:
+    """(tokens before, tokens after) the user's text in ``chat_prompt_ids``: the template's own
+    tokens, found by templating two one-letter prompts and comparing from either end."""
+    x, y = chat_prompt_ids(tokenizer, "a"), chat_prompt_ids(tokenizer, "b")
+    pre = next(i for i, (u, v) in enumerate(zip(x, y)) if u != v)
+    return pre, next(i for i, (u, v) in enumerate(zip(x[::-1], y[::-1])) if u != v)
+
+
 def eos_ids(tokenizer, model=None) -> set[int]:
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)

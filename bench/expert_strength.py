@@ -24,7 +24,7 @@ def main() -> None:
     from peft.tuners.lora import LoraLayer
 
     from alignx.eval.judges.base import get_judge
-    from alignx.experts.report import safety_sets
+    from alignx.experts.report import rates_by_set, safety_sets
     from alignx.generation import Sampling
     from alignx.policy import SinglePolicy
     from alignx.studio import Studio
@@ -49,12 +49,7 @@ def main() -> None:
     judge, sampling, results = get_judge("offline"), Sampling(max_new_tokens=48), {}
 
     def rates(sets: dict, flags: list[float]) -> dict:
-        out, i = {}, 0
-        for name, prompts in sets.items():
-            if prompts:
-                out[name] = round(sum(flags[i:i + len(prompts)]) / len(prompts), 3)
-            i += len(prompts)
-        return out
+        return {name: round(r["value"], 3) for name, r in rates_by_set(sets, flags).items()}
 
     for s in [float(x) for x in a.scales.split(",")]:
         for m in layers:

@@ -29,7 +29,7 @@ def main() -> None:
     from alignx import data as D
     from alignx.experts.report import safety_sets
     from alignx.experts.sft import evaluation_prompts
-    from alignx.generation import chat_prompt_ids
+    from alignx.generation import chat_prompt_ids, template_margins
     from alignx.mocae.router import Router
     from alignx.studio import Studio
 
@@ -42,9 +42,7 @@ def main() -> None:
     layers = [int(x) for x in a.layers.split(",")]
     st = Studio.load(a.model, None, with_router=False)
     m, tok = st.model, st.tokenizer
-    x, y = chat_prompt_ids(tok, "a"), chat_prompt_ids(tok, "b")
-    pre = next(i for i, (u, v) in enumerate(zip(x, y)) if u != v)
-    suf = next(i for i, (u, v) in enumerate(zip(x[::-1], y[::-1])) if u != v)
+    pre, suf = template_margins(tok)                 # template tokens before and after the user's
 
     @torch.inference_mode()
     def feats(prompts: list[str]) -> dict[int, torch.Tensor]:

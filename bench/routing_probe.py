@@ -26,7 +26,7 @@ def main() -> None:
 
     from alignx import data as D
     from alignx.experts.latent import heldout_prompts, router_prompts
-    from alignx.generation import chat_prompt_ids
+    from alignx.generation import chat_prompt_ids, template_margins
     from alignx.mocae.router import Router
     from alignx.studio import Studio
 
@@ -40,9 +40,7 @@ def main() -> None:
     a = p.parse_args()
     st = Studio.load(a.model, None, with_router=False)
     m, tok = st.model, st.tokenizer
-    x, y = chat_prompt_ids(tok, "a"), chat_prompt_ids(tok, "b")
-    pre = next(i for i, (u, v) in enumerate(zip(x, y)) if u != v)                 # template tokens before the user's
-    suf = next(i for i, (u, v) in enumerate(zip(x[::-1], y[::-1])) if u != v)    # and after
+    pre, suf = template_margins(tok)                 # template tokens before and after the user's
 
     @torch.inference_mode()
     def feats(prompts):

@@ -96,3 +96,14 @@ def test_stream_can_be_resumed_from_another_thread(tiny_lm):
     t.join(30)
     assert first is not None and not t.is_alive()
     assert SinglePolicy(tiny_lm.model, tiny_lm.tokenizer).lock is pol.lock   # one lock per model
+
+
+def test_template_margins_frame_the_users_text(tiny_lm):
+    from alignx.generation import chat_prompt_ids, template_margins
+
+    tok = tiny_lm.tokenizer
+    pre, suf = template_margins(tok)
+    for text in ("hello world", "Explain why the sky is blue."):
+        ids = chat_prompt_ids(tok, text)
+        assert tok.decode(ids[pre:len(ids) - suf]).strip() == text
+    assert pre > 0 and suf > 0                      # the tiny model's tokenizer has a chat template

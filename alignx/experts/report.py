@@ -54,13 +54,8 @@ def safety_sets(data_dir=None, per_set: int | None = 40, seed: int = 0,
     return harmful, benign
 
 
-def safety_prompts(data_dir=None, per_set: int | None = 40, seed: int = 0,
-                   split: str = "test") -> tuple[list[str], list[str]]:
-    harmful, benign = safety_sets(data_dir, per_set, seed, split)
-    return [p for v in harmful.values() for p in v], [p for v in benign.values() for p in v]
-
-
-def _by_set(sets: dict[str, list[str]], flags: list[float]) -> dict[str, dict]:
+def rates_by_set(sets: dict[str, list[str]], flags: list[float]) -> dict[str, dict]:
+    """Per set, the mean of ``flags`` (one per prompt, in ``sets`` order) and its n; empty sets left out."""
     out, i = {}, 0
     for name, prompts in sets.items():
         if prompts:
@@ -150,9 +145,9 @@ def stage1_report(studio, modes: list[str], judge, data_dir=None, per_set: int |
         report["modes"][mode] = {
             "refusal_harmful": _rate(refusal_h), "unsafe_harmful": _rate(unsafe_h),
             "over_refusal_benign": _rate(refusal_b),
-            "by_set": {"refusal_harmful": _by_set(harmful_sets, refusal_h),
-                       "unsafe_harmful": _by_set(harmful_sets, unsafe_h),
-                       "over_refusal_benign": _by_set(benign_sets, refusal_b)},
+            "by_set": {"refusal_harmful": rates_by_set(harmful_sets, refusal_h),
+                       "unsafe_harmful": rates_by_set(harmful_sets, unsafe_h),
+                       "over_refusal_benign": rates_by_set(benign_sets, refusal_b)},
         }
         if not safety_only:
             progress(f"[{mode}] TruthfulQA MC on the test half")
