@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     from alignx.cli import add_model_args
-    from alignx.eval.options import add_calibration_args, add_judge_args
+    from alignx.eval.options import add_calibration_args, add_judge_args, add_ref_cache_arg
 
     p = sub.add_parser("eval", help="evaluate helpfulness / harmlessness / honesty (H3Fusion protocol)")
     p.add_argument("--suite", default="quick", help="quick | h3fusion | full")
@@ -24,15 +24,16 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
     add_judge_args(p)
     add_calibration_args(p)
+    add_ref_cache_arg(p)
     add_model_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from alignx.data import resolve_data_dir
-    from alignx.eval.options import calibration_from_args, judges_from_args, policy_for, run_info
+    from alignx.eval.options import calibration_from_args, judges_from_args, policy_for, run_info, reference_cache
     from alignx.eval.report import summary
-    from alignx.eval.runner import GENERATIONS, run_suite
+    from alignx.eval.runner import GENERATIONS, SCORES, run_suite
     from alignx.eval.suites import get_suite
     from alignx.experts.io import DEFAULT_EXPERTS_DIR
     from alignx.generation import Sampling
@@ -44,15 +45,17 @@ def run(args: argparse.Namespace) -> int:
     judges = judges_from_args(args, data_dir)
     sampling = Sampling(args.max_new_tokens or suite.max_new_tokens, 0.0, 1.0, args.seed)
     out = Path(args.out)
-    if args.overwrite and (out / GENERATIONS).exists():
-        shutil.move(str(out / GENERATIONS), str(out / (GENERATIONS + ".old")))
+    for name in (GENERATIONS, SCORES) if args.overwrite else ():
+        if (out / name).exists():
+            shutil.move(str(out / name), str(out / (name + ".old")))
     studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device,
                          with_router=args.mode.startswith("mocae"))
     policy = policy_for(studio, args.mode, calibration)
     ref_policy = studio.policy("base") if args.mode != "base" else None
     report = run_suite(suite, policy, judges, out, ref_policy=ref_policy, sampling=sampling,
                        batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed, data_dir=data_dir,
-                       run_info=run_info(studio, args.mode, calibration), progress=not args.no_progress)
+                       run_info=run_info(studio, args.mode, calibration), progress=not args.no_progress,
+                       ref_cache=reference_cache(studio, args.ref_cache) if ref_policy is not None else None)
     print(summary(report))
     print(f"wrote {out / 'report.json'}, {out / 'model_outputs.json'}, {out / 'samples.jsonl'} "
           f"({report['run']['wall_time_s']} s)", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     from alignx.cli import add_model_args
-    from alignx.eval.options import add_judge_args
+    from alignx.eval.options import add_judge_args, add_ref_cache_arg
 
     p = sub.add_parser("sweep", help="evaluate MoCaE calibration settings and write the helpful/harmless/honest "
                                      "Pareto front (JSON + plotly)")
@@ -31,13 +31,14 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-progress", action="store_true")
     add_judge_args(p)
+    add_ref_cache_arg(p)
     add_model_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from alignx.data import resolve_data_dir
-    from alignx.eval.options import judges_from_args
+    from alignx.eval.options import judges_from_args, reference_cache
     from alignx.eval.suites import get_suite
     from alignx.eval.sweep import candidates_from_studio, grid, parse_floats, parse_preference_list, run_sweep
     from alignx.experts.io import DEFAULT_EXPERTS_DIR
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                        on_point=lambda p: print(f"  {p['label']}: helpful {p['helpful']}, harmless {p['harmless']}, "
                                                 f"honest {p['honest']}", file=sys.stderr),
                        sampling=sampling, batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed,
-                       data_dir=data_dir, progress=not args.no_progress)
+                       data_dir=data_dir, progress=not args.no_progress,
+                       ref_cache=reference_cache(studio, args.ref_cache))
     print("Pareto front: " + ", ".join(result["pareto_front"]))
     print(f"wrote {Path(args.out) / 'sweep.json'}, pareto.json, pareto.html", file=sys.stderr)
     return 0

@@ -133,3 +133,30 @@ def run_info(studio, mode: str, calibration_settings: dict | None) -> dict[str, 
             "experts": {n: {k: c.get(k) for k in ("path", "axis", "created", "version") if k in c}
                         for n, c in (studio.experts or {}).items()},
             "calibration": calib}
+
+
+def add_ref_cache_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ref-cache", default=None,
+                   help="folder keeping the base model's log-probs for Alignment Accuracy across runs (default: "
+                        "<alignx cache>/scores; 'none' = recompute every run)")
+
+
+def reference_cache(studio, directory: str | None = None):
+    """The ScoreCache of pi_ref = the Studio's base model without adapters: one file per (model,
+    weights, chat template) in ``directory`` (default ``<alignx cache>/scores``), so every mode and
+    sweep point evaluated against that base scores the reference once. None if ``directory`` is 'none'."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from alignx.eval.scores import ScoreCache, weights_fingerprint
+    from alignx.models import cache_dir
+
+    if directory is not None and directory.lower() == "none":
+        return None
+    template = getattr(studio.tokenizer, "chat_template", None) or ""
+    ident = {"model": studio.lm.name, "weights": weights_fingerprint(studio.model),
+             "chat_template": hashlib.sha256(str(template).encode()).hexdigest()[:16], "mode": "base"}
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(directory).expanduser() if directory else cache_dir() / "scores"
+    return ScoreCache(folder / f"ref-{key}.json", key)

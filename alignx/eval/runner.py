@@ -2,6 +2,7 @@
 
 ``run_suite(suite, policy, judges, out_dir, ref_policy=...)`` writes into ``out_dir``:
 * ``generations.jsonl``  every answer, appended as soon as it is made (a killed run resumes here);
+* ``scores.json``        the policy's log-likelihood scores (MC, Alignment Accuracy), saved per chunk;
 * ``model_outputs.json`` the AlpacaEval answers in alpaca_eval's format (instruction, output, generator, dataset);
 * ``samples.jsonl``      per-item judgments and scores;
 * ``report.json``        the metrics (see ``alignx.eval.report``).
@@ -21,11 +22,13 @@ from alignx.eval import metrics as M
 from alignx.eval.judges.base import Judge
 from alignx.eval.refusal import refusal_flags
 from alignx.eval.report import build_report, write_outputs
+from alignx.eval.scores import ScoreCache, chunked_logprob, progress_bar
 from alignx.eval.suites import Suite, Tasks, build_tasks, get_suite
 from alignx.generation import Sampling
 
 log = logging.getLogger(__name__)
 GENERATIONS = "generations.jsonl"
+SCORES = "scores.json"
 
 
 class CacheMismatch(ValueError):
@@ -75,16 +78,12 @@ class GenerationCache:
             os.fsync(f.fileno())
 
 
-def run_key(run_info: dict, sampling: Sampling) -> str:
+def run_key(run_info: dict, sampling: Sampling | None) -> str:
+    """The run's identity: model, mode, calibration, experts, and (for generations) decoding."""
     ident = {k: run_info.get(k) for k in ("model", "mode", "calibration", "experts")}
-    ident["sampling"] = [sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.seed]
+    if sampling is not None:
+        ident["sampling"] = [sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.seed]
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, file=sys.stderr)
 
 
 def generate_all(policy, tasks: Tasks, cache: GenerationCache, sampling: Sampling, batch_size: int,
@@ -97,7 +96,7 @@ def generate_all(policy, tasks: Tasks, cache: GenerationCache, sampling: Samplin
             raise CacheMismatch(f"{cache.path}: the prompt of {it['task']}/{it['id']} changed since it was "
                                 f"generated; the data differs: use a new --out or --overwrite")
     todo = [it for it in items if (it["task"], it["id"]) not in done]
-    bar = _bar(len(items), f"generate [{getattr(policy, 'name', 'policy')}]", progress)
+    bar = progress_bar(len(items), f"generate [{getattr(policy, 'name', 'policy')}]", progress)
     bar.update(len(items) - len(todo))
 
     def on_done(i: int, text: str) -> None:
@@ -111,18 +110,6 @@ def generate_all(policy, tasks: Tasks, cache: GenerationCache, sampling: Samplin
         policy.generate([it["prompt"] for it in todo], sampling, batch_size=batch_size, on_done=on_done)
     bar.close()
     return {k: v["output"] for k, v in done.items()}
-
-
-def chunked_logprob(policy, prompts: Sequence[str], conts: Sequence[str], batch_size: int,
-                    bar_desc: str, progress: bool) -> list[float]:
-    bar = _bar(len(prompts), bar_desc, progress)
-    out: list[float] = []
-    step = max(batch_size * 4, 1)
-    for s in range(0, len(prompts), step):
-        out += policy.logprob(list(prompts[s:s + step]), list(conts[s:s + step]), batch_size=batch_size)
-        bar.update(min(step, len(prompts) - s))
-    bar.close()
-    return out
 
 
 # --- judged metrics --------------------------------------------------------------------------
@@ -187,14 +174,14 @@ def judge_honest(judges: dict[str, Judge], tasks: Tasks, gens: dict) -> dict[str
 
 # --- judge-free metrics ----------------------------------------------------------------------
 
-def score_mc(policy, tasks: Tasks, batch_size: int, progress: bool) -> dict[str, Any]:
+def score_mc(policy, tasks: Tasks, batch_size: int, progress: bool, cache: ScoreCache | None = None) -> dict[str, Any]:
     flat_q, flat_a, spans = [], [], []
     for m in tasks.mc:
         answers = list(dict.fromkeys(list(m["mc1_targets"]) + list(m["mc2_targets"])))
         spans.append((len(flat_a), answers))
         flat_q += [m["question"]] * len(answers)
         flat_a += answers
-    lp = chunked_logprob(policy, flat_q, flat_a, batch_size, "MC log-likelihoods", progress)
+    lp = chunked_logprob(policy, flat_q, flat_a, batch_size, "MC log-likelihoods", progress, cache)
     mc1, mc2, samples = [], [], []
     for m, (start, answers) in zip(tasks.mc, spans):
         score = dict(zip(answers, lp[start:start + len(answers)]))
@@ -205,16 +192,17 @@ def score_mc(policy, tasks: Tasks, batch_size: int, progress: bool) -> dict[str,
     return {"mc1": mc1, "mc2": mc2, "samples": samples}
 
 
-def score_pairs(policy, ref_policy, tasks: Tasks, batch_size: int, progress: bool) -> dict[str, Any]:
+def score_pairs(policy, ref_policy, tasks: Tasks, batch_size: int, progress: bool, cache: ScoreCache | None = None,
+                ref_cache: ScoreCache | None = None) -> dict[str, Any]:
     per_axis: dict[str, list[float]] = {}
     samples = []
     same = ref_policy is None or ref_policy is policy
     for axis, pairs in tasks.pairs.items():
         prompts = [p["prompt"] for p in pairs] * 2
         conts = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
-        pi = chunked_logprob(policy, prompts, conts, batch_size, f"pi log-probs [{axis}]", progress)
+        pi = chunked_logprob(policy, prompts, conts, batch_size, f"pi log-probs [{axis}]", progress, cache)
         ref = pi if same else chunked_logprob(ref_policy, prompts, conts, batch_size, f"ref log-probs [{axis}]",
-                                              progress)
+                                              progress, ref_cache)
         n = len(pairs)
         items = M.implicit_reward_items(pi[:n], pi[n:], ref[:n], ref[n:])
         per_axis[axis] = items
@@ -228,9 +216,12 @@ def score_pairs(policy, ref_policy, tasks: Tasks, batch_size: int, progress: boo
 def run_suite(suite: Suite | str, policy, judges: dict[str, Judge], out_dir: str | os.PathLike, *,
               ref_policy=None, sampling: Sampling | None = None, batch_size: int = 8, n_boot: int = 1000,
               seed: int = 0, data_dir=None, run_info: dict | None = None, progress: bool = True,
-              tasks: Tasks | None = None, log_fn: Callable[[str], None] | None = None) -> dict:
+              tasks: Tasks | None = None, log_fn: Callable[[str], None] | None = None,
+              ref_cache: ScoreCache | None = None) -> dict:
     """Evaluate ``policy`` on ``suite``; ``judges`` maps capability -> judge (see judges.base.build_judges).
-    ``ref_policy`` is pi_ref for Alignment Accuracy (None = the policy itself, e.g. for the base)."""
+    ``ref_policy`` is pi_ref for Alignment Accuracy (None = the policy itself, e.g. for the base);
+    ``ref_cache`` keeps its log-probs across runs (see ``alignx.eval.options.reference_cache``). The
+    policy's own log-probs are kept in ``out_dir/scores.json``."""
     t0 = time.time()
     suite = get_suite(suite) if isinstance(suite, str) else suite
     for cap in ("prefer", "unsafe", "truthful", "informative"):
@@ -256,8 +247,10 @@ def run_suite(suite: Suite | str, policy, judges: dict[str, Judge], out_dir: str
     helpful, help_samples = stage("judge helpfulness", lambda: judge_helpful(judges["prefer"], tasks, gens))
     safety = stage("judge safety", lambda: judge_safety(judges, tasks, gens))
     honest = stage("judge honesty", lambda: judge_honest(judges, tasks, gens))
-    mc = stage("MC1/MC2", lambda: score_mc(policy, tasks, batch_size, progress))
-    pairs = stage("alignment accuracy", lambda: score_pairs(policy, ref_policy, tasks, batch_size, progress))
+    scores = ScoreCache(out / SCORES, run_key(run_info, None))
+    mc = stage("MC1/MC2", lambda: score_mc(policy, tasks, batch_size, progress, scores))
+    pairs = stage("alignment accuracy", lambda: score_pairs(policy, ref_policy, tasks, batch_size, progress, scores,
+                                                             ref_cache))
     report = build_report(suite=suite, tasks=tasks, judges=judges, helpful=helpful, safety=safety, honest=honest,
                           mc=mc, pairs=pairs, n_boot=n_boot, seed=seed, sampling=sampling, run_info=run_info,
                           timings=dict(timings, total=round(time.time() - t0, 1)))
