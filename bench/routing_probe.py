@@ -9,6 +9,11 @@ does at L = 30), mean over the user's tokens only (``user``), the last token (``
 concatenations. Each gets ``Router.fit_cv`` on standardized features (weight decay by 5-fold CV),
 and prints held-out accuracy, then the per-source accuracy of two of them. A diagnostic of the
 ceiling of the routing target, not a timing: it runs the base model once over 1,050 prompts.
+
+First line: a surface-form baseline without the model, the same fit on word 1- and 2-gram
+presence (n-grams in at least 2 training prompts), with its cross-validated accuracy on the
+training prompts next to held-out: how far the held-out sets' wording departs from the training
+sources' (``--lexical-only`` prints just that line).
 """
 from __future__ import annotations
 
@@ -19,6 +24,34 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LAYERS = [6, 10, 15, 20, 25, 30]
+
+
+def lexical(tr_p, ytr, te_p, yte, balanced: bool) -> None:
+    """Word 1- and 2-gram presence features -> ``Router.fit_cv``; prints CV and held-out accuracy."""
+    import re
+    from collections import Counter
+
+    import torch
+
+    from alignx.mocae.router import Router
+
+    def grams(text):
+        w = re.findall(r"[a-z']+|[?.!]", text.lower())
+        return set(w) | {f"{x} {y}" for x, y in zip(w, w[1:])}
+
+    df = Counter(g for q in tr_p for g in grams(q))
+    vocab = {g: i for i, g in enumerate(g for g, c in df.items() if c >= 2)}
+
+    def feats(prompts):
+        x = torch.zeros(len(prompts), len(vocab))
+        for i, q in enumerate(prompts):
+            x[i, [vocab[g] for g in grams(q) if g in vocab]] = 1.0
+        return x
+
+    r, _, sel = Router.fit_cv(feats(tr_p), ytr, 3, balanced=balanced)
+    held = float((r.logits(feats(te_p)).argmax(-1) == yte).float().mean())
+    print(f"lexical (word 1-2 grams, {len(vocab)} features)  CV accuracy "
+          f"{sel['cv_accuracy'][sel['weight_decay']]:.3f}  held-out accuracy {held:.3f}", flush=True)
 
 
 def main() -> None:
@@ -37,7 +70,16 @@ def main() -> None:
     p.add_argument("--per-axis", type=int, default=250,
                    help="training prompts per axis (the shipped router: 250; honest has 204 at most)")
     p.add_argument("--balanced", action="store_true", help="class-balanced cross-entropy (Router.fit balanced=True)")
+    p.add_argument("--lexical-only", action="store_true", help="only the word n-gram baseline (no model)")
     a = p.parse_args()
+    axes = ["harmless", "helpful", "honest"]
+    tr_p, tr_y = router_prompts(a.data_dir, a.per_axis)
+    te_p, te_y = heldout_prompts(a.data_dir, 100)
+    ytr = torch.tensor([axes.index(v) for v in tr_y])
+    yte = torch.tensor([axes.index(v) for v in te_y])
+    lexical(tr_p, ytr, te_p, yte, a.balanced)
+    if a.lexical_only:
+        return
     st = Studio.load(a.model, None, with_router=False)
     m, tok = st.model, st.tokenizer
     pre, suf = template_margins(tok)                 # template tokens before and after the user's
@@ -61,11 +103,6 @@ def main() -> None:
                 out.setdefault(("last", L), []).append(h[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows])])
         return {k: torch.cat(v) for k, v in out.items()}
 
-    axes = ["harmless", "helpful", "honest"]
-    tr_p, tr_y = router_prompts(a.data_dir, a.per_axis)
-    te_p, te_y = heldout_prompts(a.data_dir, 100)
-    ytr = torch.tensor([axes.index(v) for v in tr_y])
-    yte = torch.tensor([axes.index(v) for v in te_y])
     if a.cache and Path(a.cache).exists():
         f = torch.load(a.cache)
         ftr, fte = f["tr"], f["te"]
