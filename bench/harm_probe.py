@@ -29,9 +29,9 @@ def main() -> None:
     from alignx import data as D
     from alignx.experts.report import safety_sets
     from alignx.experts.sft import evaluation_prompts
-    from alignx.generation import chat_prompt_ids, template_margins
     from alignx.mocae.router import Router
     from alignx.studio import Studio
+    from probe_features import prompt_features
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None)
@@ -42,23 +42,9 @@ def main() -> None:
     layers = [int(x) for x in a.layers.split(",")]
     st = Studio.load(a.model, None, with_router=False)
     m, tok = st.model, st.tokenizer
-    pre, suf = template_margins(tok)                 # template tokens before and after the user's
 
-    @torch.inference_mode()
     def feats(prompts: list[str]) -> dict[int, torch.Tensor]:
-        out: dict[int, list] = {L: [] for L in layers}
-        for s in range(0, len(prompts), 16):
-            rows = [chat_prompt_ids(tok, q)[:256] for q in prompts[s:s + 16]]
-            w = max(map(len, rows))
-            ids = torch.tensor([r + [0] * (w - len(r)) for r in rows])
-            mask = torch.tensor([[1] * len(r) + [0] * (w - len(r)) for r in rows])
-            user = torch.zeros(len(rows), w)
-            for i, r in enumerate(rows):
-                user[i, pre:len(r) - suf] = 1
-            hs = m(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1).hidden_states
-            for L in layers:
-                out[L].append((hs[L].float() * user[..., None]).sum(1) / user.sum(1, keepdim=True))
-        return {L: torch.cat(v) for L, v in out.items()}
+        return {L: v for (_, L), v in prompt_features(m, tok, prompts, layers, pools=("user",)).items()}
 
     banned = evaluation_prompts(a.data_dir)
     rng = random.Random(0)

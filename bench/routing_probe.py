@@ -59,9 +59,9 @@ def main() -> None:
 
     from alignx import data as D
     from alignx.experts.latent import heldout_prompts, router_prompts
-    from alignx.generation import chat_prompt_ids, template_margins
     from alignx.mocae.router import Router
     from alignx.studio import Studio
+    from probe_features import prompt_features
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None)
@@ -82,32 +82,11 @@ def main() -> None:
         return
     st = Studio.load(a.model, None, with_router=False)
     m, tok = st.model, st.tokenizer
-    pre, suf = template_margins(tok)                 # template tokens before and after the user's
-
-    @torch.inference_mode()
-    def feats(prompts):
-        out = {}
-        for s in range(0, len(prompts), 16):
-            rows = [chat_prompt_ids(tok, q)[:256] for q in prompts[s:s + 16]]
-            w = max(map(len, rows))
-            ids = torch.tensor([r + [0] * (w - len(r)) for r in rows])
-            mask = torch.tensor([[1] * len(r) + [0] * (w - len(r)) for r in rows]).float()
-            user = torch.zeros_like(mask)
-            for i, r in enumerate(rows):
-                user[i, pre:len(r) - suf] = 1
-            hs = m(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True, logits_to_keep=1).hidden_states
-            for L in LAYERS:
-                h = hs[L].float()
-                for name, mk in (("all", mask), ("user", user)):
-                    out.setdefault((name, L), []).append((h * mk[..., None]).sum(1) / mk.sum(1, keepdim=True))
-                out.setdefault(("last", L), []).append(h[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows])])
-        return {k: torch.cat(v) for k, v in out.items()}
-
     if a.cache and Path(a.cache).exists():
         f = torch.load(a.cache)
         ftr, fte = f["tr"], f["te"]
     else:
-        ftr, fte = feats(tr_p), feats(te_p)
+        ftr, fte = prompt_features(m, tok, tr_p, LAYERS), prompt_features(m, tok, te_p, LAYERS)
         if a.cache:
             torch.save({"tr": ftr, "te": fte}, a.cache)
 
