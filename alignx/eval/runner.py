@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from alignx.eval import metrics as M
 from alignx.eval.judges.base import Judge
