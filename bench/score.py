@@ -66,7 +66,7 @@ def main() -> None:
             print(f"{name}: {times[name][-1]:.1f} s", file=sys.stderr)
     diff = max(abs(a - b) for a, b in zip(results["file_order"], results["longest_first"]))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(json.dumps({"pairs": len(prompts), "batch_size": args.batch_size, "file_order_s": round(med["file_order"], 2),
+    print(json.dumps({"sequences": len(prompts), "batch_size": args.batch_size, "file_order_s": round(med["file_order"], 2),
                       "longest_first_s": round(med["longest_first"], 2),
                       "ratio": round(med["file_order"] / med["longest_first"], 2),
                       "max_abs_score_diff": round(diff, 4)}))
