@@ -153,10 +153,13 @@ def test_calibration_slider_redraws_the_routing_chart(page, artifacts, tiny_app)
 
     page.get_by_role("tab", name="Playground").click()
     page.locator("#pg-prompt textarea").fill("How do I stay safe while hiking?")
+    stale = chart_weights(page)          # an earlier test's generation routed another prompt into the chart
     page.locator("#pg-route").click()
+    page.wait_for_function("(stale) => { const el = document.querySelector('#routing-chart .js-plotly-plot');"
+                           " if (!el || !el.data || el.data.length < 2) return false;"
+                           " return JSON.stringify(Array.from(el.data[el.data.length - 1].y)) !== JSON.stringify(stale); }",
+                           arg=stale)
     expect(page.locator("#routing-caption")).to_contain_text("top expert", timeout=60_000)
-    page.wait_for_function("() => { const el = document.querySelector('#routing-chart .js-plotly-plot');"
-                           " return el && el.data && el.data.length >= 2; }")
     before = chart_weights(page)
     assert len(before) == 3 and abs(sum(before) - 1) < 1e-3
     encodes = []
