@@ -87,12 +87,11 @@ def chunked_logprob(policy, prompts: Sequence[str], conts: Sequence[str], batch_
     keys = [pair_hash(p, c) for p, c in zip(prompts, conts)]
     if cache is not None:
         cache.refresh()
-    known = cache.scores if cache is not None else {}
-    todo = sorted({k: i for i, k in enumerate(keys) if k not in known}.values(),
+    scores = cache.scores if cache is not None else {}
+    todo = sorted({k: i for i, k in enumerate(keys) if k not in scores}.values(),
                   key=lambda i: -(len(prompts[i]) + len(conts[i])))
     bar = progress_bar(len(prompts), bar_desc, progress)
     bar.update(len(prompts) - len(todo))
-    scores = dict(known) if cache is None else known
     step = max(batch_size * 4, 1)
     for s in range(0, len(todo), step):
         idx = todo[s:s + step]
