@@ -225,6 +225,7 @@ class MoCaEPolicy(Policy):
         per-token re-routing streams one prompt at a time."""
         if self.calibration.per_token and self.fixed is None and self.mode == "mocae-logit":
             return super().generate(prompts, sampling, batch_size, on_done)
+
         def rows(chunk, ids, mask, sampling, pad):
             w = (self.fixed.expand(len(chunk), -1) if self.fixed is not None
                  else self.mocae.weights_many(chunk, self.calibration))
