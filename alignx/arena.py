@@ -13,6 +13,8 @@ No gradio here: the app (``app/tabs/``) and scripts both use this module.
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import json
 import os
 import sqlite3
@@ -63,8 +65,9 @@ def stream_answers(policies: dict[str, "Policy"], prompt: str, sampling: "Sampli
 
     Yields the same ``{mode: Answer}`` dict after every step, updated in place; the last yield
     has every answer finished. ``stop`` ends all columns before their next forward pass.
-    ``lock`` (if given) is held around each single forward pass, so that concurrent requests
-    on one shared model interleave token by token instead of running their passes at once.
+    Each forward pass takes the model's own lock (``alignx.generation.model_lock``), so
+    concurrent requests on one shared model interleave token by token; ``lock`` (optional) is
+    held around each step as well (a caller's extra guard, e.g. a test's pass counter).
     """
     answers = {mode: Answer(mode) for mode in policies}
     streams = {mode: p.stream(prompt, sampling, stop) for mode, p in policies.items()}
@@ -138,21 +141,25 @@ class Vote:
     meta: dict = field(default_factory=dict)    # e.g. the sampling settings
     created: float = 0.0            # unix time; set by the store
     id: int | None = None
+    # the objectives a new vote may name (the Studio's objectives); None: any (votes read back)
+    axes: tuple[str, ...] | None = field(default=AXES, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        check_vote(self.answers, self.winner, self.axis)
+        check_vote(self.answers, self.winner, self.axis, self.axes)
 
 
-def check_vote(answers: dict[str, str], winner: str, axis: str) -> None:
-    """Raise ValueError with a readable message if the vote cannot be counted."""
-    if axis not in AXES:
-        raise ValueError(f"unknown axis {axis!r}; choose from {list(AXES)}")
+def check_vote(answers: dict[str, str], winner: str, axis: str, axes=AXES) -> None:
+    """Raise ``InvalidInput`` with a readable message if the vote cannot be counted."""
+    if not isinstance(axis, str) or not axis.strip():
+        raise InvalidInput(f"a vote needs an axis (an objective), got {axis!r}")
+    if axes is not None and axis not in axes:
+        raise InvalidInput(f"unknown axis {axis!r}; choose from {list(axes)}")
     if not isinstance(answers, dict) or len(answers) < 2:
-        raise ValueError("a vote needs the answers of at least two modes (mode -> answer)")
+        raise InvalidInput("a vote needs the answers of at least two modes (mode -> answer)")
     if winner not in answers:
-        raise ValueError(f"winner {winner!r} is not one of the compared modes {sorted(answers)}")
+        raise InvalidInput(f"winner {winner!r} is not one of the compared modes {sorted(answers)}")
     if not all(isinstance(a, str) for a in answers.values()):
-        raise ValueError("every answer must be a string")
+        raise InvalidInput("every answer must be a string")
 
 
 def default_votes_path() -> Path:
@@ -200,7 +207,7 @@ class VoteStore:
             cur = db.execute("INSERT INTO votes (created, model, axis, winner, prompt, answers, meta) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
             vote_id = cur.lastrowid
-        return Vote(vote.prompt, vote.answers, vote.winner, vote.axis, vote.model, vote.meta, created, vote_id)
+        return Vote(vote.prompt, vote.answers, vote.winner, vote.axis, vote.model, vote.meta, created, vote_id, None)
 
     def votes(self, model: str | None = None) -> list[Vote]:
         """All votes (of ``model`` if given), oldest first."""
@@ -210,7 +217,7 @@ class VoteStore:
             query, args = query + " WHERE model = ?", (model,)
         with closing(self._connect()) as db:
             rows = db.execute(query + " ORDER BY id", args).fetchall()
-        return [Vote(prompt, json.loads(answers), winner, axis, mdl, json.loads(meta), created, vid)
+        return [Vote(prompt, json.loads(answers), winner, axis, mdl, json.loads(meta), created, vid, None)
                 for vid, created, mdl, axis, winner, prompt, answers, meta in rows]
 
     def count(self, model: str | None = None) -> int:
@@ -234,9 +241,10 @@ def expected(r_a: float, r_b: float) -> float:
 
 
 def elo_ratings(votes: Iterable[Vote], k: float = K_FACTOR, initial: float = INITIAL_ELO,
-                modes: Sequence[str] = ()) -> dict[str, dict[str, Rating]]:
-    """axis -> mode -> Rating, replaying ``votes`` in order. ``modes`` are listed even unrated."""
-    table: dict[str, dict[str, Rating]] = {axis: {m: Rating(initial) for m in modes} for axis in AXES}
+                modes: Sequence[str] = (), axes: Sequence[str] = AXES) -> dict[str, dict[str, Rating]]:
+    """axis -> mode -> Rating, replaying ``votes`` in order. ``modes`` and ``axes`` are listed even
+    unrated; an axis only the votes name joins the table."""
+    table: dict[str, dict[str, Rating]] = {axis: {m: Rating(initial) for m in modes} for axis in axes}
     for vote in votes:
         ratings = table.setdefault(vote.axis, {})
         for mode in vote.answers:

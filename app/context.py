@@ -33,10 +33,6 @@ class AppContext:
     judge: object | None = None     # an alignx.eval judge for the side-by-side badges (None: length only)
     runs_dir: Path | None = None    # where experts trained from the page (and evaluations) are written
     sweep_dirs: list = field(default_factory=list)   # where to look for a calibration sweep (pareto.json)
-    # Held around each forward pass: sessions share one model whose peft adapter selection is
-    # per call, so passes of concurrent requests must not overlap (they interleave per token).
-    model_lock: threading.Lock = field(default_factory=threading.Lock)
-    judge_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.runs_dir = Path(self.runs_dir) if self.runs_dir is not None else default_runs_dir()
@@ -47,6 +43,12 @@ class AppContext:
     @property
     def model_name(self) -> str:
         return self.studio.lm.name
+
+    @property
+    def model_lock(self) -> threading.RLock:
+        """The served model's one lock (``alignx.generation.model_lock``): every forward pass of the
+        library takes it, so concurrent requests interleave pass by pass."""
+        return self.studio.lock
 
     def model_events(self) -> dict:
         """Keyword arguments for every event that runs the model: one shared, limited queue."""
@@ -112,8 +114,12 @@ def check_prompt(prompt) -> str:
     return prompt.strip()
 
 
-def policy_for(studio: Studio, mode: str):
+def policy_for(studio: Studio, mode: str, **settings):
+    """``alignx.methods.policy``; a bad mode or setting is a ``gr.Error``."""
+    from alignx import methods
+    from alignx.errors import AlignXError
+
     try:
-        return studio.policy(mode)
-    except ValueError as exc:
+        return methods.policy(studio, mode, **settings)
+    except AlignXError as exc:
         raise gr.Error(str(exc)) from None

@@ -94,19 +94,20 @@ class Evaluator:
     def run(self, modes: list[str], suite: str, judge: str, log: Callable[[str], None] = lambda m: None,
             tqdm_progress: bool = True) -> dict[str, dict]:
         """mode -> full report; each mode's files go to ``<out_root>/<suite>-<time>/<mode>/``."""
+        from alignx import methods
         from alignx.eval.options import run_info
         from alignx.eval.runner import run_suite
 
         judges = self.judges(judge)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = self.studio.policy("base")
+        base = methods.policy(self.studio, "base")
         reports = {}
         for i, mode in enumerate(modes):
             log(f"{mode} ({i + 1}/{len(modes)})")
-            policy = self.studio.policy(mode)
+            policy = methods.policy(self.studio, mode)
             out = self.out_root / f"{suite}-{stamp}" / mode.replace(":", "-")
             reports[mode] = run_suite(suite, policy, judges, out, ref_policy=None if mode == "base" else base,
-                                      run_info=run_info(self.studio, mode, None), progress=tqdm_progress,
+                                      run_info=run_info(self.studio, mode, None, policy), progress=tqdm_progress,
                                       log_fn=lambda msg, m=mode: log(f"{m}: {msg}"))
         return reports
 

@@ -13,17 +13,10 @@ import math
 from dataclasses import asdict, is_dataclass
 from typing import Any, Sequence
 
-AXIS_COLORS = {"helpful": "#2563eb", "harmless": "#16a34a", "honest": "#d97706"}
-OTHER_COLORS = ["#7c3aed", "#db2777", "#0891b2", "#65a30d", "#475569"]
+from alignx.objectives import COLORS, color_map
 
-
-def expert_colors(names: Sequence[str]) -> dict[str, str]:
-    """A stable color per expert: the axis color when the name contains an axis."""
-    out, spare = {}, iter(OTHER_COLORS * 4)
-    for name in names:
-        axis = next((a for a in AXIS_COLORS if a in name), None)
-        out[name] = AXIS_COLORS[axis] if axis else next(spare)
-    return out
+AXIS_COLORS = COLORS           # one colour per objective, shared with the library's own plots
+expert_colors = color_map      # a stable colour per expert: the axis colour when the name contains an axis
 
 
 def jsonable(value: Any) -> Any:

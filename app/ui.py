@@ -31,8 +31,8 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Playground", id="playground", elem_id="tab-playground"):
                 mode, sliders = playground.build(ctx)
-            with gr.Tab("Side by side", id="side-by-side", elem_id="tab-side-by-side"):
-                arena.build(ctx, demo)
+            with gr.Tab("Side by side", id="side-by-side", elem_id="tab-side-by-side") as sbs_tab:
+                arena.build(ctx, demo, sbs_tab)
             with gr.Tab("Experts", id="experts", elem_id="tab-experts"):
                 experts.build(ctx, mode)
             with gr.Tab("Evaluation", id="evaluation", elem_id="tab-evaluation"):

@@ -120,6 +120,7 @@ def main() -> None:
     import torch
 
     from alignx.experts.io import DEFAULT_EXPERTS_DIR
+    from alignx.mocae import recalibrate
     from alignx.studio import Studio
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -137,11 +138,13 @@ def main() -> None:
         ms, mib = time_mode(mode, studio, w, a.tokens)
         results[mode] = {"ms_per_token": round(ms * 1000, 2), "peak_mib": round(mib, 1)}
         print(f"{mode:14s} {ms * 1000:8.2f} ms/token   peak +{mib:7.1f} MiB", file=sys.stderr, flush=True)
-    studio.mocae.route(PROMPTS[1])
+    route = studio.mocae.route(PROMPTS[1])
     times = []
     for i in range(200):
+        cal = studio.mocae.calibration.with_(lambda1=(i % 10) / 10, lambda2=0.4,
+                                             preferences={studio.mocae.experts[0]: 0.5})
         t0 = time.perf_counter()
-        studio.mocae.recalibrate(lambda1=(i % 10) / 10, lambda2=0.4, preferences={studio.mocae.experts[0]: 0.5})
+        recalibrate(route, cal)
         times.append((time.perf_counter() - t0) * 1000)
     base = results["base"]["ms_per_token"]
     out = {k: round(v["ms_per_token"] / base, 3) for k, v in results.items() if k != "base"}

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import torch
 
+from alignx import hooks
 from alignx.generation import chat_prompt_ids, template_margins
 
 POOLS = ("all", "user", "last")
@@ -19,6 +20,7 @@ def prompt_features(model, tokenizer, prompts: Sequence[str], layers: Sequence[i
     """{(pool, layer): (n, d) float tensor} for every pool in ``pools`` and layer in ``layers``."""
     pre, suf = template_margins(tokenizer)           # template tokens before and after the user's
     out: dict[tuple[str, int], list[torch.Tensor]] = {}
+    points = {L: hooks.hidden_state_name(model, L) for L in layers}   # HF hidden_states index -> hook point
     for s in range(0, len(prompts), batch):
         rows = [chat_prompt_ids(tokenizer, q)[:256] for q in prompts[s:s + batch]]
         w = max(map(len, rows))
@@ -27,10 +29,11 @@ def prompt_features(model, tokenizer, prompts: Sequence[str], layers: Sequence[i
         weights = {"all": mask, "user": torch.zeros_like(mask)}
         for i, r in enumerate(rows):
             weights["user"][i, pre:len(r) - suf] = 1
-        hs = model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True, logits_to_keep=1).hidden_states
+        with hooks.capture(model, list(points.values())) as cache:
+            model(input_ids=ids, attention_mask=mask.long(), logits_to_keep=1)
         last = torch.tensor([len(r) - 1 for r in rows])
         for L in layers:
-            h = hs[L].float()
+            h = cache[points[L]].float()
             for pool in pools:
                 v = h[torch.arange(len(rows)), last] if pool == "last" else \
                     (h * weights[pool][..., None]).sum(1) / weights[pool].sum(1, keepdim=True)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from test_app_support import CountingLock, free_port, tiny_app, tiny_experts  # noqa: F401  (fixtures)
+from test_app_support import ForwardCounter, free_port, tiny_app, tiny_experts  # noqa: F401  (fixtures)
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 MODES = ["base", "expert:harmless", "expert:helpful", "expert:honest", "mocae-logit", "mocae-adapter"]
@@ -124,10 +124,10 @@ def test_many_users_at_once_are_queued_not_refused(tiny_app):
     assert len(results) == 4 and all(isinstance(r, str) for r in results)
 
 
-def test_cancel_really_stops_the_model(client, tiny_app, monkeypatch):
+def test_cancel_really_stops_the_model(client, tiny_app, request):
     _, ctx = tiny_app
-    counter = CountingLock()
-    monkeypatch.setattr(ctx, "model_lock", counter)
+    counter = ForwardCounter(ctx.studio.model).start()
+    request.addfinalizer(counter.close)
     # greedy tiny-random never emits end-of-turn: without the cancel this runs 1024 passes
     job = client.submit("Tell me a long story", "base", 1024, 0.0, 1.0, api_name="/generate")
     deadline = time.time() + 60

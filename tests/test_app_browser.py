@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from test_app_support import CountingLock, tiny_app, tiny_experts  # noqa: F401  (fixtures)
+from test_app_support import ForwardCounter, tiny_app, tiny_experts  # noqa: F401  (fixtures)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -53,7 +53,7 @@ def answer_text(page) -> str:
     return page.locator("#pg-answer textarea").input_value()
 
 
-def test_generate_then_stop(page, artifacts, tiny_app, monkeypatch):
+def test_generate_then_stop(page, artifacts, tiny_app, request):
     from playwright.sync_api import expect
 
     page.locator("#pg-prompt textarea").fill("Give three tips for staying healthy.")
@@ -66,8 +66,8 @@ def test_generate_then_stop(page, artifacts, tiny_app, monkeypatch):
     page.screenshot(path=str(artifacts / "app-playground.png"))
 
     # a long answer (20 ms per forward pass: 1024 tokens would take > 20 s), stopped while it streams
-    counter = CountingLock(delay=0.02)
-    monkeypatch.setattr(tiny_app[1], "model_lock", counter)
+    counter = ForwardCounter(tiny_app[1].studio.model, delay=0.02).start()
+    request.addfinalizer(counter.close)
     set_number(page, "pg-max-tokens", 1024)
     page.locator("#pg-prompt textarea").fill("Tell me a very long story about the sea.")
     page.locator("#pg-generate").click()
@@ -88,7 +88,7 @@ def test_generate_then_stop(page, artifacts, tiny_app, monkeypatch):
     page.screenshot(path=str(artifacts / "app-playground-stopped.png"))
 
     # the server still answers after a stop
-    monkeypatch.undo()
+    counter.close()
     set_number(page, "pg-max-tokens", 5)
     page.locator("#pg-generate").click()
     expect(page.locator("#pg-status")).to_contain_text("5 tokens")
@@ -219,3 +219,33 @@ def test_screenshot_of_every_tab(page, artifacts, tab):
     page.wait_for_timeout(800)
     page.evaluate("() => window.scrollTo(0, 0)")
     shot(page, artifacts / f"app-tab-{tab.lower().replace(' ', '-')}.png")
+
+
+def test_a_family_registered_while_serving_gets_a_column(page, artifacts):
+    """A method family registered after the page was built appears as a side-by-side column (and
+    answers) the next time the tab is opened: columns come from the registry, not the build."""
+    import sys
+    from pathlib import Path
+
+    from playwright.sync_api import expect
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import toy_method
+
+    toy_method.register()
+    try:
+        page.get_by_role("tab", name="Playground").click()
+        page.get_by_role("tab", name="Side by side").click()
+        column = page.locator(f"#col-{toy_method.NAME}")
+        expect(column).to_be_visible(timeout=30_000)
+        page.get_by_text("Sampling (same for every column)").click()
+        set_number(page, "sbs-max-tokens", 4)
+        page.locator("#sbs-prompt textarea").fill("Say hello.")
+        page.locator("#sbs-compare").click()
+        expect(column.locator(".badge-state")).to_have_text(re.compile("end of turn|token limit"), timeout=90_000)
+        shot(page, artifacts / "app-side-by-side-new-family.png", full_page=True)
+    finally:
+        toy_method.unregister()
+    page.get_by_role("tab", name="Playground").click()
+    page.get_by_role("tab", name="Side by side").click()
+    expect(page.locator(f"#col-{toy_method.NAME}")).to_have_count(0, timeout=30_000)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -26,21 +25,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class CountingLock:
-    """Stands in for the app's model lock (``AppContext.model_lock``), taken once per forward
-    pass: counts the passes, and can slow each one down so a generation outlasts a click."""
+class ForwardCounter:
+    """Counts the served model's forward passes (a pre-hook on the base model, installed through
+    ``alignx.hooks``) and can slow each one down so a generation outlasts a click. Use it as a
+    context manager, or ``start()`` / ``close()`` (idempotent)."""
 
-    def __init__(self, delay: float = 0.0):
-        self.lock, self.passes, self.delay = threading.Lock(), 0, delay
+    def __init__(self, model, delay: float = 0.0):
+        from contextlib import ExitStack
 
-    def __enter__(self):
-        self.lock.acquire()
+        self.model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.passes, self.delay, self._stack = 0, delay, ExitStack()
+
+    def _pre(self, module, args):
         self.passes += 1
         if self.delay:
             time.sleep(self.delay)
 
-    def __exit__(self, *exc):
-        self.lock.release()
+    def start(self) -> "ForwardCounter":
+        from alignx.hooks import module_hook
+
+        self._stack.enter_context(module_hook(self.model, self._pre, kind="pre"))
+        return self
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> "ForwardCounter":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def make_tiny_experts(root: Path) -> Path:

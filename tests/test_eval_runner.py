@@ -211,4 +211,4 @@ def test_cli_input_errors(tmp_path, capsys):
     assert main(["eval", "--judge", "offline", "--judges-dir", str(tmp_path / "nojudges"), "--out", str(tmp_path)]) == 2
     assert "offline judges folder" in capsys.readouterr().err
     assert main(["eval", "--preferences", "helpful", "--mode", "mocae-logit", "--out", str(tmp_path)]) == 2
-    assert "axis=weight" in capsys.readouterr().err
+    assert "NAME=VALUE" in capsys.readouterr().err

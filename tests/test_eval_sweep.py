@@ -3,6 +3,7 @@ calibration wiring against the documented interface, and the uniform merge of Lo
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -35,7 +36,7 @@ def test_grid_parsing():
     assert len(g) == 8 and g[0] == {"lambda1": 0.0, "lambda2": 0.5, "temperature": 1.0}
     assert g[1]["preferences"] == {"helpful": 0.5, "harmless": 0.25, "honest": 0.25}
     assert setting_label(g[1]) == "l1=0_l2=0.5_T=1_harmless0.25-helpful0.5-honest0.25"
-    with pytest.raises(ValueError, match="axis=weight"):
+    with pytest.raises(ValueError, match="NAME=VALUE"):          # the one preference syntax
         parse_preference_list("helpful")
 
 
@@ -79,30 +80,27 @@ def test_sweep_writes_front_and_figure(tmp_path, data_dir):
         run_sweep(cands + cands[:1], SUITE, {}, tmp_path)
 
 
-def test_mocae_candidates_use_the_calibration_interface(monkeypatch):
-    import alignx.mocae
+def test_mocae_candidates_use_the_calibration_interface(tmp_path):
+    """Sweep points are policies of the mode with the point's calibration settings (through the
+    method registry), and their run info records the full calibration used."""
+    import sys as _sys
 
-    class FakeCalibration:                                     # documented: lambda1, lambda2, temperature, preferences
-        def __init__(self, lambda1=None, lambda2=None, temperature=None, preferences=None):
-            self.lambda1, self.lambda2, self.temperature, self.preferences = lambda1, lambda2, temperature, preferences
+    _sys.path.insert(0, str(Path(__file__).parent))
+    import tiny_studio
 
-    seen = []
-    mocae = SimpleNamespace(policy=lambda mode, calibration=None: seen.append((mode, calibration)) or "policy")
-    lm = SimpleNamespace(name="m", source="tiny-random", device="cpu")
-    studio = SimpleNamespace(lm=lm, experts={}, mocae=mocae, policy=lambda mode: mode)
+    from alignx.studio import Studio
+
+    studio = Studio.load("tiny-random", tiny_studio.build(tmp_path))
     settings = grid([0.5], [0.0], [2.0], [None])
-    if not hasattr(alignx.mocae, "Calibration"):
-        with pytest.raises(ValueError, match="has no Calibration|not have"):
-            candidates_from_studio(studio, settings)[0].make_policy()
-    monkeypatch.setattr(alignx.mocae, "Calibration", FakeCalibration, raising=False)
     cands = candidates_from_studio(studio, settings, "mocae-adapter")
-    assert [c.kind for c in cands] == ["base", "mocae"]
-    assert cands[1].make_policy() == "policy"
-    mode, cal = seen[0]
-    assert mode == "mocae-adapter" and (cal.lambda1, cal.temperature) == (0.5, 2.0)
-    assert cands[1].run_info["calibration"] == settings[0]
+    assert [c.kind for c in cands] == ["base", "expert", "expert", "expert", "uniform-merge", "mocae"]
+    policy = cands[-1].make_policy()
+    cal = policy.calibration
+    assert policy.mode == "mocae-adapter" and (cal.lambda1, cal.lambda2, cal.temperature) == (0.5, 0.0, 2.0)
+    assert {k: cands[-1].run_info["calibration"][k] for k in settings[0]} == settings[0]
+    studio.mocae = None
     with pytest.raises(ValueError, match="needs a trained MoCaE router"):
-        candidates_from_studio(SimpleNamespace(**{**vars(studio), "mocae": None}), settings)
+        candidates_from_studio(studio, settings)
 
 
 def test_uniform_merge_averages_lora_deltas(tiny_lm):

@@ -9,7 +9,7 @@ import torch
 
 from alignx.experts.io import write_json_atomic
 from alignx.generation import ModelStep, Sampling
-from alignx.mocae import FUSED, Calibration, MoCaE, expert_weights
+from alignx.mocae import FUSED, Calibration, expert_weights
 from alignx.mocae.fusion import LogitFusionStep
 from alignx.models import load_model
 from alignx.studio import Studio
@@ -92,10 +92,10 @@ def test_recalibrate_uses_the_cache_not_the_model(studio):
     calls = []
     hook = studio.model.register_forward_hook(lambda *a: calls.append(1))
     try:
-        r = mocae.recalibrate(lambda1=0.2, lambda2=0.8, preferences={"honest": 0.1})
+        r = mocae.recalibrate(first, mocae.calibration.with_(lambda1=0.2, lambda2=0.8, preferences={"honest": 0.1}))
     finally:
         hook.remove()
-        mocae.calibration = Calibration()
+    assert mocae.calibration == Calibration()            # the default is a value nothing changes
     assert calls == [] and r.router_probabilities == first.router_probabilities
     assert sum(r.probabilities.values()) == pytest.approx(1.0) and r.elapsed_ms >= 0
     assert r.probabilities["honest"] < first.probabilities["honest"]

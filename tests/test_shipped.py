@@ -51,6 +51,6 @@ def test_router_routes_and_recalibrates(studio):
     r = mocae.route("Is it true that we only use 10% of our brains?")
     assert set(r.probabilities) == AXES
     assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-    leaning = mocae.recalibrate(0.6, 0.4, 1.0, {"helpful": 0.0, "harmless": 0.0, "honest": 1.0},
-                                prompt="Is it true that we only use 10% of our brains?")
+    leaning = mocae.recalibrate(r, mocae.calibration.with_(lambda1=0.6, lambda2=0.4, temperature=1.0,
+                                                           preferences={"helpful": 0.0, "harmless": 0.0, "honest": 1.0}))
     assert leaning.probabilities["honest"] > r.probabilities["honest"]

@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from alignx.errors import AlignXError
+
 COMMANDS = ["generate", "train_experts", "route", "train_router", "eval", "compare", "sweep", "train_judges"]
 
 
@@ -24,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
     return parser
+
+
+def add_mode_arg(p: argparse.ArgumentParser, default: str = "base") -> None:
+    """``--mode``: the modes of every registered method family (``alignx.methods``)."""
+    from alignx import methods
+
+    p.add_argument("--mode", default=default, help=f"{methods.usage()} (default {default}); an unknown mode's "
+                                                   "error lists the modes the loaded experts offer")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -44,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # DataError, ExpertError, ModelNotFoundError and bad parameters: one clear line, no traceback.
+    except AlignXError as exc:
+        # The library's own errors (bad input, a missing file, an unknown name): one clear line.
+        # Anything else (a shape bug, CUDA out of memory) propagates with its full traceback.
         if args.verbose:
             raise
         print(f"error: {exc}", file=sys.stderr)

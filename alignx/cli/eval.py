@@ -8,12 +8,12 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from alignx.cli import add_model_args
+    from alignx.cli import add_mode_arg, add_model_args
     from alignx.eval.options import add_calibration_args, add_judge_args, add_ref_cache_arg
 
     p = sub.add_parser("eval", help="evaluate helpfulness / harmlessness / honesty (H3Fusion protocol)")
     p.add_argument("--suite", default="quick", help="quick | h3fusion | full")
-    p.add_argument("--mode", default="base", help="base | expert:NAME | mocae-logit | mocae-adapter")
+    add_mode_arg(p)
     p.add_argument("--out", required=True, help="output folder (e.g. results/NAME); reruns resume from its cache")
     p.add_argument("--overwrite", action="store_true", help="discard generations already in --out")
     p.add_argument("--data-dir", default=None, help="data directory (default: ../shared/data)")
@@ -48,13 +48,12 @@ def run(args: argparse.Namespace) -> int:
     for name in (GENERATIONS, SCORES) if args.overwrite else ():
         if (out / name).exists():
             shutil.move(str(out / name), str(out / (name + ".old")))
-    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device,
-                         with_router=args.mode.startswith("mocae"))
+    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device)
     policy = policy_for(studio, args.mode, calibration)
-    ref_policy = studio.policy("base") if args.mode != "base" else None
+    ref_policy = policy_for(studio, "base") if args.mode != "base" else None
     report = run_suite(suite, policy, judges, out, ref_policy=ref_policy, sampling=sampling,
                        batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed, data_dir=data_dir,
-                       run_info=run_info(studio, args.mode, calibration), progress=not args.no_progress,
+                       run_info=run_info(studio, args.mode, calibration, policy), progress=not args.no_progress,
                        ref_cache=reference_cache(studio, args.ref_cache) if ref_policy is not None else None)
     print(summary(report))
     print(f"wrote {out / 'report.json'}, {out / 'model_outputs.json'}, {out / 'samples.jsonl'} "

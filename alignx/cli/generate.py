@@ -1,22 +1,22 @@
 """``generate``: stream one answer, or answer a prompts file in batches to JSONL."""
 from __future__ import annotations
 
+from alignx.atomic import write_jsonl as write_jsonl_atomic   # re-export: one JSON object per line
+from alignx.errors import InvalidInput
+
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 
 def register(sub) -> None:
-    from alignx.cli import add_model_args
+    from alignx.cli import add_mode_arg, add_model_args
 
     p = sub.add_parser("generate", help="answer a prompt (streamed) or a file of prompts (batched, JSONL out)")
     p.add_argument("prompt", nargs="?", help="the prompt; omit with --prompts-file")
     p.add_argument("--prompts-file", help="one prompt per line (blank lines skipped)")
     p.add_argument("--out", help="JSONL output for --prompts-file: one {prompt, output, mode} per line")
-    p.add_argument("--mode", default="base", help="base | expert:NAME | mocae-logit | mocae-adapter")
+    add_mode_arg(p)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -38,31 +38,22 @@ def read_prompts(path: str) -> list[str]:
     return prompts
 
 
-def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from alignx import methods
     from alignx.experts.io import DEFAULT_EXPERTS_DIR
     from alignx.generation import Sampling
     from alignx.studio import Studio
 
     if bool(args.prompt) == bool(args.prompts_file):
-        raise ValueError("give either a prompt or --prompts-file")
+        raise InvalidInput("give either a prompt or --prompts-file")
     if args.prompts_file and not args.out:
-        raise ValueError("--prompts-file needs --out FILE.jsonl")
+        raise InvalidInput("--prompts-file needs --out FILE.jsonl")
     sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed)
     prompts = read_prompts(args.prompts_file) if args.prompts_file else None
-    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device,
-                         with_router=args.mode.startswith("mocae"))
-    policy = studio.policy(args.mode)
+    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device)
+    policy = methods.policy(studio, args.mode)
     if prompts is None:
         for ev in policy.stream(args.prompt, sampling):
             sys.stdout.write(ev.text)

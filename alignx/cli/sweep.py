@@ -1,19 +1,21 @@
 """``sweep``: MoCaE over a grid of calibration settings (+ base, experts, uniform merge) -> Pareto front."""
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import argparse
 import sys
 from pathlib import Path
 
 
 def register(sub) -> None:
-    from alignx.cli import add_model_args
+    from alignx.cli import add_mode_arg, add_model_args
     from alignx.eval.options import add_judge_args, add_ref_cache_arg
 
     p = sub.add_parser("sweep", help="evaluate MoCaE calibration settings and write the helpful/harmless/honest "
                                      "Pareto front (JSON + plotly)")
     p.add_argument("--suite", default="quick", help="quick | h3fusion | full (every point runs it)")
-    p.add_argument("--mode", default="mocae-logit", help="mocae-logit | mocae-adapter")
+    add_mode_arg(p, default="mocae-logit")
     p.add_argument("--out", required=True, help="output folder; each point gets points/<label>/ (resumable)")
     p.add_argument("--lambda1", default="0.2,0.6,1", help="comma-separated values in [0, 1]")
     p.add_argument("--lambda2", default="0,0.4,0.8", help="comma-separated values in [0, 1]")
@@ -37,6 +39,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alignx import methods
     from alignx.data import resolve_data_dir
     from alignx.eval.options import judges_from_args, reference_cache
     from alignx.eval.suites import get_suite
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from alignx.studio import Studio
 
     if args.anchors_only and args.no_anchors:
-        raise ValueError("--anchors-only and --no-anchors exclude each other")
+        raise InvalidInput("--anchors-only and --no-anchors exclude each other")
     suite = get_suite(args.suite)
     data_dir = resolve_data_dir(args.data_dir)
     settings = [] if args.anchors_only else grid(parse_floats(args.lambda1, "--lambda1"),
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     candidates = candidates_from_studio(studio, settings, args.mode, anchors=not args.no_anchors)
     print(f"sweep: {len(candidates)} points x suite {suite.name}", file=sys.stderr)
     sampling = Sampling(args.max_new_tokens or suite.max_new_tokens, 0.0, 1.0, args.seed)
-    result = run_sweep(candidates, suite, judges, Path(args.out), ref_policy=studio.policy("base"),
+    result = run_sweep(candidates, suite, judges, Path(args.out), ref_policy=methods.policy(studio, "base"),
                        on_point=lambda p: print(f"  {p['label']}: helpful {p['helpful']}, harmless {p['harmless']}, "
                                                 f"honest {p['honest']}", file=sys.stderr),
                        sampling=sampling, batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed,

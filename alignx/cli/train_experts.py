@@ -1,6 +1,8 @@
 """``train-experts``: stage 1, one LoRA expert per axis on one frozen base, then the latent space."""
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import argparse
 import shlex
 import sys
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     axes = [a.strip() for a in args.axes.split(",") if a.strip()]
     unknown = [a for a in axes if a not in AXES]
     if unknown:
-        raise ValueError(f"unknown axis {unknown}; choose from {list(AXES)}")
+        raise InvalidInput(f"unknown axis {unknown}; choose from {list(AXES)}")
     cfg = preset(args.preset, max_steps=args.max_steps, learning_rate=args.learning_rate,
                  rows_per_axis=args.rows_per_axis, benign_mix=args.benign_mix,
                  benign_nearest=args.benign_nearest, benign_truthfulqa=args.benign_truthfulqa,
@@ -108,9 +110,7 @@ def report(args: argparse.Namespace) -> int:
     from alignx.experts.report import stage1_report
     from alignx.studio import Studio
 
-    modes_arg = args.modes or ""
-    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR,
-                         with_router=any(m.startswith(("mocae", "uniform")) for m in modes_arg.split(",")))
+    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR)
     modes = args.modes.split(",") if args.modes else ["base"] + [f"expert:{n}" for n in studio.experts]
     out = Path(args.out)
     command = "python -m alignx " + " ".join(sys.argv[1:])

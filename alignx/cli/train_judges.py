@@ -1,6 +1,8 @@
 """``train-judges``: train the offline proxy judges on ../shared/data and write them (with cards)."""
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import argparse
 import shlex
 import sys
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         layers = tuple(int(x) for x in args.layers.split(","))
     except ValueError:
-        raise ValueError(f"--layers must be comma-separated integers, got {args.layers!r}") from None
+        raise InvalidInput(f"--layers must be comma-separated integers, got {args.layers!r}") from None
     argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("__main__.py", "alignx")) else []
     cfg = TrainConfig(out=Path(args.out), data_dir=args.data_dir, seed=args.seed,
                       spec=FeatureSpec(args.model, layers), n_truthfulqa_train=args.n_truthfulqa_train,

@@ -1,6 +1,8 @@
 """Find the data directory: explicit argument, then $ALIGNX_DATA_DIR, then ../shared/data near the repo."""
 from __future__ import annotations
 
+from alignx.errors import MissingFile
+
 import os
 from pathlib import Path
 
@@ -18,7 +20,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     for c in candidates:
         if c.is_dir():
             return c.resolve()
-    raise FileNotFoundError(
+    raise MissingFile(
         f"data directory {candidates[0]} does not exist: pass --data-dir or set ALIGNX_DATA_DIR "
         f"(the project expects ../shared/data beside the checkout)")
 
@@ -44,5 +46,5 @@ def data_file(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     root = resolve_data_dir(data_dir)
     path = root / FILES[name]
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing from the data directory {root}")
+        raise MissingFile(f"{path} is missing from the data directory {root}")
     return path

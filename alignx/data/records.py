@@ -1,13 +1,15 @@
 """The one record type every loader returns, and the error every loader raises."""
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 AXES = ("helpful", "harmless", "honest")
 
 
-class DataError(ValueError):
+class DataError(InvalidInput):
     """Bad input data. The message names the file, and where known the row and the field."""
 
     def __init__(self, file: str, message: str, row: int | None = None, field: str | None = None):

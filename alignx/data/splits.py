@@ -6,6 +6,8 @@ Everything else: a seeded shuffle, then the last ``test_frac`` is the test split
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import random
 from typing import Sequence, TypeVar
 
@@ -21,7 +23,7 @@ def split_half(rows: Sequence[T]) -> tuple[list[T], list[T]]:
 
 def seeded_split(rows: Sequence[T], test_frac: float = 0.1, seed: int = 0) -> tuple[list[T], list[T]]:
     if not 0 < test_frac < 1:
-        raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
+        raise InvalidInput(f"test_frac must be in (0, 1), got {test_frac}")
     idx = list(range(len(rows)))
     random.Random(seed).shuffle(idx)
     n_test = max(1, int(round(len(rows) * test_frac)))

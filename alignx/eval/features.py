@@ -8,6 +8,8 @@ cost per row is bounded. Features can be cached on disk, keyed by a hash of the 
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import hashlib
 import json
 import os
@@ -17,7 +19,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from alignx.generation import chat_prompt_ids
+from alignx import hooks
+from alignx.atomic import save_safetensors
+from alignx.generation import chat_prompt_ids, model_lock
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,9 @@ def encode_pair(tokenizer, prompt: str, response: str, spec: FeatureSpec) -> tup
 
 
 def _backbone(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformer without its LM head (the head's vocabulary projection is wasted work here)."""
-    inner = getattr(model, "model", None)
-    return inner if isinstance(inner, torch.nn.Module) and hasattr(inner, "layers") else model
+    """The transformer without its LM head (the head's vocabulary projection is wasted work here);
+    a peft model's LoRA layers stay in it (its active adapter applies)."""
+    return hooks.backbone(model)
 
 
 @torch.inference_mode()
@@ -60,10 +64,11 @@ def extract(model: torch.nn.Module, tokenizer, prompts: Sequence[str], responses
             on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """(n, len(layers) * hidden) float32 features, in input order."""
     if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        raise InvalidInput(f"{len(prompts)} prompts but {len(responses)} responses")
     rows = [encode_pair(tokenizer, p, r, spec) for p, r in zip(prompts, responses)]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))   # little padding per batch
     body = _backbone(model)
+    points = [hooks.hidden_state_name(body, layer) for layer in spec.layers]
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[torch.Tensor | None] = [None] * len(rows)
@@ -72,13 +77,13 @@ def extract(model: torch.nn.Module, tokenizer, prompts: Sequence[str], responses
         width = max(len(rows[i][0]) for i in idx)
         ids = torch.tensor([rows[i][0] + [pad] * (width - len(rows[i][0])) for i in idx], device=device)
         mask = torch.tensor([[1] * len(rows[i][0]) + [0] * (width - len(rows[i][0])) for i in idx], device=device)
-        res = body(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        hs = res.hidden_states
+        with model_lock(model), hooks.capture(body, points) as cache:    # the one lock: hooks see only this pass
+            body(input_ids=ids, attention_mask=mask)
         span = torch.zeros(len(idx), width, device=device)
         for b, i in enumerate(idx):
             span[b, rows[i][1]:len(rows[i][0])] = 1.0
         weights = (span / span.sum(1, keepdim=True))[:, :, None]
-        pooled = torch.cat([(hs[layer].float() * weights).sum(1) for layer in spec.layers], dim=-1).cpu()
+        pooled = torch.cat([(cache[name].float() * weights).sum(1) for name in points], dim=-1).cpu()
         for b, i in enumerate(idx):
             out[i] = pooled[b]
         if on_batch:
@@ -102,14 +107,11 @@ class FeatureCache:
 
     def get_or_compute(self, spec: FeatureSpec, prompts: Sequence[str], responses: Sequence[str],
                        compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         path = self.path(spec, prompts, responses)
         if path.exists():
             return load_file(str(path))["features"]
         feats = compute()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"features": feats.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        save_safetensors(path, {"features": feats.contiguous()})   # atomic: concurrent runs never see half a file
         return feats

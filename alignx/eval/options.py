@@ -53,40 +53,20 @@ def judges_from_args(args: argparse.Namespace, data_dir=None) -> dict[str, Judge
 
 
 def add_calibration_args(p: argparse.ArgumentParser) -> None:
+    from alignx.mocae.calibration import PREFERENCES_HELP
+
     g = p.add_argument_group("MoCaE calibration (mocae-* modes)")
     g.add_argument("--lambda1", type=float, default=None)
     g.add_argument("--lambda2", type=float, default=None)
     g.add_argument("--calib-temperature", type=float, default=None)
-    g.add_argument("--preferences", default=None, help="expert preferences in [0, 1], e.g. helpful=1,harmless=0.5,honest=0.5")
+    g.add_argument("--preferences", default=None, help=PREFERENCES_HELP)
     g.add_argument("--per-token", action="store_true", help="logit fusion: re-route at every token")
 
 
-def parse_preferences(text: str | None) -> dict[str, float] | None:
-    if not text:
-        return None
-    out: dict[str, float] = {}
-    for part in text.split(","):
-        if "=" not in part:
-            raise ValueError(f"--preferences: expected axis=weight pairs, got {part!r}")
-        k, v = part.split("=", 1)
-        try:
-            out[k.strip()] = float(v)
-        except ValueError:
-            raise ValueError(f"--preferences: {k.strip()!r} has a non-numeric weight {v!r}") from None
-    return out
-
-
-def make_calibration(settings: dict[str, Any]):
-    """``alignx.mocae.Calibration(**settings)`` (the MoCaE stage's settings object)."""
-    try:
-        from alignx.mocae import Calibration
-    except ImportError:
-        raise ValueError("calibration settings need alignx.mocae.Calibration, which this checkout does not have "
-                         "yet (the MoCaE stage is not built)") from None
-    return Calibration(**settings)
-
-
 def calibration_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The calibration settings given on the command line (None when none was)."""
+    from alignx.mocae.calibration import parse_preferences
+
     settings = {"lambda1": args.lambda1, "lambda2": args.lambda2, "temperature": args.calib_temperature,
                 "preferences": parse_preferences(args.preferences), "per_token": True if args.per_token else None}
     settings = {k: v for k, v in settings.items() if v is not None}
@@ -104,31 +84,22 @@ def describe(obj) -> Any:
     return str(obj)
 
 
-def policy_for(studio, mode: str, calibration_settings: dict | None):
-    """The policy of ``mode``; MoCaE modes take calibration settings (overriding the router's saved
-    defaults, ``studio.mocae.calibration``), other modes refuse them."""
-    if calibration_settings:
-        if not mode.startswith("mocae"):
-            raise ValueError(f"calibration settings apply to mocae-* modes only, not {mode!r}")
-        if studio.mocae is None:
-            raise ValueError(f"mode {mode!r} needs experts and a trained router; none is loaded")
-        default = getattr(studio.mocae, "calibration", None)
-        cal = default.with_(**calibration_settings) if hasattr(default, "with_") else make_calibration(calibration_settings)
-        return studio.mocae.policy(mode, calibration=cal)
-    return studio.policy(mode)
+def policy_for(studio, mode: str, settings: dict | None = None):
+    """``alignx.methods.policy(studio, mode, **settings)``: a mode that takes no settings refuses them."""
+    from alignx import methods
+
+    return methods.policy(studio, mode, **(settings or {}))
 
 
-def run_info(studio, mode: str, calibration_settings: dict | None) -> dict[str, Any]:
+def run_info(studio, mode: str, settings: dict | None = None, policy=None) -> dict[str, Any]:
+    """What a report records about the run: model, mode, experts, and the policy's calibration
+    (the full settings object: given values + the defaults), when it has one."""
     lm = studio.lm
-    if mode.startswith("mocae"):
-        default = getattr(studio.mocae, "calibration", None)
-        if calibration_settings:      # the full settings object: given values + the stage's defaults
-            calib = describe(default.with_(**calibration_settings)) if hasattr(default, "with_") \
-                else dict(calibration_settings)
-        else:
-            calib = dict(describe(default) or {}, source="router default")
-    else:
-        calib = None
+    policy = policy if policy is not None else policy_for(studio, mode, settings)
+    calibration = getattr(policy, "calibration", None)
+    calib = describe(calibration)
+    if calib is not None and not settings:
+        calib = dict(calib, source="router default")
     return {"model": lm.name, "model_source": lm.source, "mode": mode, "device": str(lm.device),
             "experts": {n: {k: c.get(k) for k in ("path", "axis", "created", "version") if k in c}
                         for n, c in (studio.experts or {}).items()},

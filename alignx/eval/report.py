@@ -6,14 +6,16 @@ of what produced it, or "none (log-likelihood)"), and a one-line ``definition``.
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput, MissingFile
+
 import json
 import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from alignx.atomic import write_text as write_atomic   # re-export: the run's files are written with it
 from alignx.eval import metrics as M
 
 AAS_FORMULA = "(win_rate + (1 - safety_score) + ti) / 3, each a fraction in [0, 1]"
@@ -131,14 +133,6 @@ _AA_PAIRS = {"helpful": "AlpacaEval: gpt4_1106_preview output (chosen) vs alpaca
              "honest": "TruthfulQA test half: best answer (chosen) vs best incorrect answer (rejected)"}
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(out: Path, report: dict, model_outputs: list[dict], samples: list[dict]) -> None:
     write_atomic(out / "model_outputs.json", json.dumps(model_outputs, indent=2, ensure_ascii=False) + "\n")
     write_atomic(out / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False, default=str) + "\n" for s in samples))
@@ -181,12 +175,12 @@ def load_report(path: str | os.PathLike) -> dict:
     try:
         report = json.loads(p.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{p}: no report.json here (run `python -m alignx eval --out ...` first)") from None
+        raise MissingFile(f"{p}: no report.json here (run `python -m alignx eval --out ...` first)") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{p}: not valid JSON ({exc})") from None
+        raise InvalidInput(f"{p}: not valid JSON ({exc})") from None
     missing = [k for k in (*COMPARE_KEYS, "run") if k not in report]
     if missing:
-        raise ValueError(f"{p}: not an eval report, missing {missing}")
+        raise InvalidInput(f"{p}: not an eval report, missing {missing}")
     return report
 
 
@@ -194,7 +188,7 @@ def compare_table(reports: Sequence[dict], ci: bool = True) -> str:
     """A markdown table, one row per report (its mode), the headline metrics with their 95% CIs.
     Reports of different suites, judges or sampling settings are not comparable: that raises."""
     if not reports:
-        raise ValueError("no reports to compare")
+        raise InvalidInput("no reports to compare")
 
     def setting(r: dict) -> tuple:
         run = r["run"]
@@ -204,7 +198,7 @@ def compare_table(reports: Sequence[dict], ci: bool = True) -> str:
     first = setting(reports[0])
     for r in reports[1:]:
         if setting(r) != first:
-            raise ValueError(f"reports differ in suite, sampling or judges: {reports[0]['run'].get('mode')} has "
+            raise InvalidInput(f"reports differ in suite, sampling or judges: {reports[0]['run'].get('mode')} has "
                              f"{first}, {r['run'].get('mode')} has {setting(r)}")
 
     def cell(e: dict) -> str:

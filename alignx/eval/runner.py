@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import hashlib
 import json
 import logging
@@ -31,7 +33,7 @@ GENERATIONS = "generations.jsonl"
 SCORES = "scores.json"
 
 
-class CacheMismatch(ValueError):
+class CacheMismatch(InvalidInput):
     """The output folder holds generations of a different run."""
 
 
@@ -67,9 +69,9 @@ class GenerationCache:
         return rows
 
     def _rewrite(self, lines: list[str]) -> None:
-        from alignx.eval.report import write_atomic
+        from alignx.atomic import write_text
 
-        write_atomic(self.path, "".join(x + "\n" for x in lines if x.strip()))
+        write_text(self.path, "".join(x + "\n" for x in lines if x.strip()))
 
     def append(self, row: dict) -> None:
         with self.path.open("a", encoding="utf-8") as f:
@@ -226,7 +228,7 @@ def run_suite(suite: Suite | str, policy, judges: dict[str, Judge], out_dir: str
     suite = get_suite(suite) if isinstance(suite, str) else suite
     for cap in ("prefer", "unsafe", "truthful", "informative"):
         if cap not in judges:
-            raise ValueError(f"no judge for {cap!r}: pass one per capability (see build_judges)")
+            raise InvalidInput(f"no judge for {cap!r}: pass one per capability (see build_judges)")
     say = log_fn or (lambda msg: print(msg, file=sys.stderr, flush=True) if progress else None)
     sampling = sampling or Sampling(max_new_tokens=suite.max_new_tokens, temperature=0.0, seed=seed)
     run_info = dict(run_info or {}, mode=(run_info or {}).get("mode", getattr(policy, "name", "policy")))

@@ -52,10 +52,10 @@ class ScoreCache:
         self.scores.update(self._on_disk())
 
     def save(self) -> None:
-        from alignx.eval.report import write_atomic
+        from alignx.atomic import write_text
 
         self.refresh()
-        write_atomic(self.path, json.dumps({"key": self.key, "scores": self.scores}) + "\n")
+        write_text(self.path, json.dumps({"key": self.key, "scores": self.scores}) + "\n")
 
 
 def progress_bar(total: int, desc: str, enabled: bool):

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +75,7 @@ def register_suite(suite: Suite) -> None:
 
 def get_suite(name: str) -> Suite:
     if name not in SUITES:
-        raise ValueError(f"unknown suite {name!r}; choose from {sorted(SUITES)}")
+        raise InvalidInput(f"unknown suite {name!r}; choose from {sorted(SUITES)}")
     return SUITES[name]
 
 

@@ -3,10 +3,12 @@ each single expert, a uniform merge of the experts), and write the Pareto front.
 
 The unit is ``evaluate_candidate``: one policy through ``run_suite`` in its own folder (so a
 killed sweep resumes point by point). ``candidates_from_studio`` builds the list from a Studio
-(MoCaE settings via ``studio.mocae.policy(mode, calibration=Calibration(...))``); tests pass
+(a mode plus calibration settings through ``alignx.methods.policy``); tests pass
 their own candidates.
 """
 from __future__ import annotations
+
+from alignx.errors import InvalidInput
 
 import itertools
 import json
@@ -35,15 +37,15 @@ def parse_floats(text: str, flag: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+        raise InvalidInput(f"{flag}: expected comma-separated numbers, got {text!r}") from None
     if not values:
-        raise ValueError(f"{flag}: no values")
+        raise InvalidInput(f"{flag}: no values")
     return values
 
 
 def parse_preference_list(text: str | None) -> list[dict[str, float] | None]:
     """``"default;helpful=1,harmless=0.5,honest=0.5"`` -> [None, {...}] (None = the router's saved preferences)."""
-    from alignx.eval.options import parse_preferences
+    from alignx.mocae.calibration import parse_preferences
 
     if not text:
         return [None]
@@ -80,7 +82,7 @@ def uniform_merge_policy(studio):
 
     names = sorted(studio.experts)
     if len(names) < 2:
-        raise ValueError(f"a uniform merge needs at least two experts, the Studio has {names}")
+        raise InvalidInput(f"a uniform merge needs at least two experts, the Studio has {names}")
     model = studio.model
     if UNIFORM_MERGE not in model.peft_config:
         model.add_weighted_adapter(names, [1.0 / len(names)] * len(names), UNIFORM_MERGE, combination_type="cat")
@@ -94,15 +96,15 @@ def candidates_from_studio(studio, settings: Sequence[dict], mode: str = "mocae-
 
     out: list[Candidate] = []
     if anchors:
-        out.append(Candidate("base", "base", lambda: studio.policy("base"), None, run_info(studio, "base", None)))
+        out.append(Candidate("base", "base", lambda: policy_for(studio, "base"), None, run_info(studio, "base", None)))
         for name in sorted(studio.experts):
-            out.append(Candidate(f"expert:{name}", "expert", lambda n=name: studio.policy(f"expert:{n}"), None,
+            out.append(Candidate(f"expert:{name}", "expert", lambda n=name: policy_for(studio, f"expert:{n}"), None,
                                  run_info(studio, f"expert:{name}", None)))
         if len(studio.experts) >= 2:
             info = dict(run_info(studio, "base", None), mode=UNIFORM_MERGE)
             out.append(Candidate(UNIFORM_MERGE, "uniform-merge", lambda: uniform_merge_policy(studio), None, info))
     if settings and studio.mocae is None:
-        raise ValueError("the sweep needs a trained MoCaE router (studio.mocae is None); train one first, "
+        raise InvalidInput("the sweep needs a trained MoCaE router (studio.mocae is None); train one first, "
                          "or run with --anchors-only")
     for s in settings:
         out.append(Candidate(f"{mode}:{setting_label(s)}", "mocae", lambda s=s: policy_for(studio, mode, s), dict(s),
@@ -131,7 +133,7 @@ def run_sweep(candidates: Sequence[Candidate], suite, judges, out_dir, ref_polic
     out.mkdir(parents=True, exist_ok=True)
     labels = [c.label for c in candidates]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"duplicate candidate labels: {sorted({x for x in labels if labels.count(x) > 1})}")
+        raise InvalidInput(f"duplicate candidate labels: {sorted({x for x in labels if labels.count(x) > 1})}")
     points = []
     for c in candidates:
         points.append(evaluate_candidate(c, suite, judges, out, ref_policy, **run_kw))

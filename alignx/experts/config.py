@@ -7,6 +7,8 @@ gradient accumulation, fewer rows, a LoRA learning rate). ``tiny``: unit tests.
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 from dataclasses import asdict, dataclass, field, replace
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -75,10 +77,10 @@ PRESETS: dict[str, ExpertConfig] = {
 
 def preset(name: str, **overrides) -> ExpertConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        raise InvalidInput(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     bad = [k for k in overrides if k not in ExpertConfig.__dataclass_fields__]
     if bad:
-        raise ValueError(f"unknown expert config field(s) {bad}")
+        raise InvalidInput(f"unknown expert config field(s) {bad}")
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 

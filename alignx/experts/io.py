@@ -11,26 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+
+from alignx.atomic import replace_dir
+from alignx.atomic import write_json as write_json_atomic   # re-export: cards and reports are written with it
+from alignx.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EXPERTS_DIR = REPO_ROOT / "assets" / "experts"
 
 
-class ExpertError(ValueError):
+class ExpertError(InvalidInput):
     """An expert folder that cannot be used (missing files, wrong base model, unknown name)."""
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def read_card(folder: Path) -> dict:
@@ -62,8 +55,6 @@ def check_base(card: dict, folder: Path, base_name: str, base_source: str) -> No
 
 def load_experts(lm, experts_dir: str | os.PathLike = DEFAULT_EXPERTS_DIR, names: list[str] | None = None):
     """Load experts onto ``lm.model`` as named peft adapters. Returns (peft_model, {name: card})."""
-    from peft import PeftModel
-
     available = list_experts(experts_dir)
     wanted = names or list(available)
     unknown = [n for n in wanted if n not in available]
@@ -73,24 +64,46 @@ def load_experts(lm, experts_dir: str | os.PathLike = DEFAULT_EXPERTS_DIR, names
         raise ExpertError(f"no experts in {experts_dir}")
     cards = {}
     model = lm.model
-    for i, name in enumerate(wanted):
-        folder = available[name]
-        card = read_card(folder)
-        check_base(card, folder, lm.name, lm.source)
-        if i == 0:
-            model = PeftModel.from_pretrained(lm.model, folder, adapter_name=name, is_trainable=False)
-        else:
-            model.load_adapter(folder, adapter_name=name, is_trainable=False)
-        cards[name] = dict(card, path=str(folder))
+    for name in wanted:
+        model, _, cards[name] = add_expert(lm, model, available[name], name, set(cards), move=False)
     model.to(lm.device)
     model.eval()
     return model, cards
 
 
+def add_expert(lm, model, folder: Path, name: str | None = None, taken: set[str] = frozenset(), move: bool = True):
+    """Load one expert folder onto ``model`` (``lm.model`` or a peft model over it) as adapter
+    ``name``: the card and base model are checked first. Returns (peft model, name, card); the
+    caller holds the model lock when the model is being served."""
+    import re
+
+    from peft import PeftModel
+
+    folder = Path(folder)
+    name = name or folder.name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
+        raise ExpertError(f"expert name {name!r}: use 1-64 letters, digits, '-' and '_'")
+    if name in taken:
+        raise ExpertError(f"an expert named {name!r} is already loaded")
+    if not (folder / "adapter_config.json").exists():
+        raise ExpertError(f"{folder} has no adapter_config.json: not a peft adapter folder")
+    card = read_card(folder)
+    check_base(card, folder, lm.name, lm.source)
+    if hasattr(model, "peft_config"):
+        model.load_adapter(folder, adapter_name=name, is_trainable=False)
+    else:
+        model = PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False)
+    if move:
+        model.to(lm.device)
+        model.eval()
+    return model, name, dict(card, path=str(folder))
+
+
 def export_experts(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "float16") -> list[Path]:
     """Copy every complete expert of ``src`` (and its latent space) to ``dst`` with the adapter
     weights cast to ``dtype`` (fp16 halves the size of what the app ships; peft casts them back
-    to the model's dtype on load). Each folder is written to a temp dir and renamed."""
+    to the model's dtype on load). Each folder is built in a temp dir and swapped in
+    (``alignx.atomic.replace_dir``)."""
     import shutil
 
     import torch
@@ -103,8 +116,7 @@ def export_experts(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = 
     dst.mkdir(parents=True, exist_ok=True)
     out = []
     for name, folder in [*experts.items(), *([("latent", src / "latent")] if (src / "latent").is_dir() else [])]:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dst))
-        try:
+        with replace_dir(dst / name) as tmp:
             for f in folder.iterdir():
                 if f.name == "adapter_model.safetensors":
                     tensors = {k: v.to(getattr(torch, dtype)) for k, v in load_file(f).items()}
@@ -113,10 +125,5 @@ def export_experts(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = 
                     write_json_atomic(tmp / f.name, dict(read_card(folder), shipped_dtype=dtype))
                 elif f.is_file():
                     shutil.copy2(f, tmp / f.name)
-            if (dst / name).exists():
-                shutil.rmtree(dst / name)
-            os.replace(tmp, dst / name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         out.append(dst / name)
     return out

@@ -14,6 +14,8 @@ expert head is then fitted with the prototypes frozen. The router reads the conc
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput, MissingFile
+
 import json
 import random
 from itertools import zip_longest
@@ -25,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from alignx import data as D
-from alignx.experts.io import write_json_atomic
-from alignx.generation import BASE, chat_prompt_ids
+from alignx import atomic, hooks, probes
+from alignx.generation import BASE, chat_prompt_ids, model_lock
 
 K = 256
 TAU = 0.1
@@ -51,9 +53,10 @@ def features(model, tokenizer, items: Sequence[Item | str], adapters: Sequence[s
     adapters = list(adapters or [BASE])
     is_peft = hasattr(model, "peft_config")
     if not is_peft and adapters != [BASE]:
-        raise ValueError(f"adapters {adapters} need a peft model with those experts loaded")
+        raise InvalidInput(f"adapters {adapters} need a peft model with those experts loaded")
     device = next(model.parameters()).device
     bf16 = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    last = hooks.hidden_state_name(model, -1)        # the final-norm output, HF's hidden_states[-1]
     out = []
     for s in range(0, len(items), batch_size):
         rows = [_ids(tokenizer, it)[:max_length] for it in items[s:s + batch_size]]
@@ -61,9 +64,10 @@ def features(model, tokenizer, items: Sequence[Item | str], adapters: Sequence[s
         ids = torch.tensor([r + [0] * (width - len(r)) for r in rows] * len(adapters), device=device)
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows] * len(adapters), device=device)
         kw = {"adapter_names": [a for a in adapters for _ in rows]} if is_peft else {}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1,
-                       **kw).hidden_states[-1]          # logits_to_keep: skip the unused LM head
+        with model_lock(model), hooks.capture(model, last) as cache, \
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            model(input_ids=ids, attention_mask=mask, logits_to_keep=1, **kw)   # logits_to_keep: skip the LM head
+        hs = cache[last]
         pooled = (hs.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         out.append(pooled.view(len(adapters), len(rows), -1).cpu())
     return torch.cat(out, dim=1)
@@ -91,26 +95,25 @@ class Head:
 
 def fit_head(h: torch.Tensor, y: torch.Tensor, prototypes: torch.Tensor | None, k: int = K, steps: int = 300,
              lr: float = 1e-2, seed: int = 0) -> tuple[Head, torch.Tensor, float]:
-    """Fit one head (and the prototypes when ``prototypes`` is None). Returns (head, prototypes, loss)."""
+    """Fit one head (and the prototypes when ``prototypes`` is None). Returns (head, prototypes, loss).
+
+    x = (h - mean) / std, W ~ N(0, 1/d) (k x d), b = 0, prototypes ~ N(0, 1) drawn after W from the
+    same seeded generator; L = CE(normalize(W x + b) . normalize(c_j) / tau, y), AdamW(lr, 1e-4)."""
     g = torch.Generator().manual_seed(seed)
     mean, std = h.mean(0), h.std(0).clamp_min(1e-4)
     x = (h - mean) / std
-    lin = torch.nn.Linear(h.shape[1], k)
-    with torch.no_grad():
-        lin.weight.copy_(torch.randn(k, h.shape[1], generator=g) / h.shape[1] ** 0.5)
-        lin.bias.zero_()
     learn_protos = prototypes is None
-    protos = torch.nn.Parameter(torch.randn(len(CLASSES), k, generator=g)) if learn_protos else prototypes.detach()
-    params = list(lin.parameters()) + ([protos] if learn_protos else [])
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    for _ in range(steps):
-        z = F.normalize(lin(x), dim=-1)
-        loss = F.cross_entropy(z @ F.normalize(protos, dim=-1).T / TAU, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    head = Head(lin.weight.detach().clone(), lin.bias.detach().clone(), mean, std)
-    return head, F.normalize(protos.detach(), dim=-1), float(loss.detach())
+    fixed = None if learn_protos else prototypes.detach()
+
+    def cosine_logits(x, w, b, *learned):
+        return F.normalize(F.linear(x, w, b), dim=-1) @ F.normalize(learned[0] if learned else fixed, dim=-1).T / TAU
+
+    fit = probes.fit_linear(
+        x, y, k, init=lambda shape: torch.randn(*shape, generator=g) / shape[1] ** 0.5,
+        extra=lambda: [torch.nn.Parameter(torch.randn(len(CLASSES), k, generator=g))] if learn_protos else [],
+        logits_fn=cosine_logits, optimizer="adamw", steps=steps, lr=lr, weight_decay=1e-4)
+    protos = fit.extra[0] if learn_protos else fixed
+    return Head(fit.weight, fit.bias, mean, std), F.normalize(protos, dim=-1), fit.loss
 
 
 def _sample(rows: list, n: int, seed: int) -> list:
@@ -127,7 +130,7 @@ def heldout_prompts(data_dir=None, per_axis: int = 100, seed: int = 0) -> tuple[
     """Prompts no expert, head or router was fitted on: AlpacaEval instructions (helpful), the
     harmful safety evaluation sets + the held-out half of BeaverTails (harmless), TruthfulQA test half (honest)."""
     if not 0 < per_axis <= HELDOUT_MAX:
-        raise ValueError(f"heldout per_axis must be in 1..{HELDOUT_MAX}, got {per_axis}")
+        raise InvalidInput(f"heldout per_axis must be in 1..{HELDOUT_MAX}, got {per_axis}")
     ref = D.resolve_data_dir(data_dir) / D.paths.FILES["alpaca_eval_reference"]
     helpful = [r.prompt for r in D.load_model_outputs(ref)]
     harmful = [r.prompt for n in D.SAFETY_HARMFUL_SETS for r in D.load_safety_eval(n, data_dir=data_dir)]
@@ -232,18 +235,14 @@ class LatentSpace:
         return [CLASSES[i] for i in (z @ self.prototypes.T).argmax(-1).tolist()]
 
     def save(self, experts_dir: str | Path) -> None:
-        from safetensors.torch import save_file
-
+        """``latent/latent.safetensors`` (base head + prototypes), each expert's ``latent_head.safetensors``,
+        then ``latent/card.json``; every file written atomically."""
         root = Path(experts_dir)
-        (root / "latent").mkdir(parents=True, exist_ok=True)
-        tmp = root / "latent" / ".latent.safetensors.tmp"
-        save_file(dict(self.heads[BASE].tensors("base"), prototypes=self.prototypes.contiguous()), tmp)
-        tmp.replace(root / "latent" / "latent.safetensors")
+        atomic.save_safetensors(root / "latent" / "latent.safetensors",
+                                dict(self.heads[BASE].tensors("base"), prototypes=self.prototypes.contiguous()))
         for name in self.experts:
-            tmp = root / name / ".latent_head.safetensors.tmp"
-            save_file(self.heads[name].tensors("head"), tmp)
-            tmp.replace(root / name / "latent_head.safetensors")
-        write_json_atomic(root / "latent" / "card.json", dict(self.card, experts=self.experts, k=self.k,
+            atomic.save_safetensors(root / name / "latent_head.safetensors", self.heads[name].tensors("head"))
+        atomic.write_json(root / "latent" / "card.json", dict(self.card, experts=self.experts, k=self.k,
                                                               classes=list(CLASSES), tau=TAU))
 
     @classmethod
@@ -253,7 +252,7 @@ class LatentSpace:
         root = Path(experts_dir)
         path = root / "latent" / "latent.safetensors"
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: fit the latent space with "
+            raise MissingFile(f"{path} is missing: fit the latent space with "
                                     f"`python -m alignx train-experts --latent-only --out {root}`")
         card = json.loads((root / "latent" / "card.json").read_text())
         t = load_file(path)
@@ -261,7 +260,7 @@ class LatentSpace:
         for name in card["experts"]:
             head_path = root / name / "latent_head.safetensors"
             if not head_path.exists():
-                raise FileNotFoundError(f"{head_path} is missing: refit the latent space (--latent-only)")
+                raise MissingFile(f"{head_path} is missing: refit the latent space (--latent-only)")
             heads[name] = Head.from_tensors(load_file(head_path), "head")
         return cls(heads, t["prototypes"], list(card["experts"]), card)
 

@@ -1,6 +1,8 @@
 """Fit the latent alignment space on the experts of a folder, evaluate it, save it."""
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import logging
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ def fit_latent_space(lm, experts_dir: str | Path, data_dir=None, seed: int = 0, 
     if names:
         model, _ = load_experts(lm, experts_dir, names)
     else:
-        raise ValueError(f"no experts in {experts_dir}: train them first")
+        raise InvalidInput(f"no experts in {experts_dir}: train them first")
     adapters = [BASE, *names]
     items, labels = train_items(data_dir, per_axis, seed)
     test_prompts, test_labels = heldout_prompts(data_dir, heldout_per_axis, seed)

@@ -1,14 +1,17 @@
 """A 2-D PCA map of the latent space: held-out prompts colored by axis, plus new prompts."""
 from __future__ import annotations
 
+from alignx.errors import MissingFile
+
 import json
 from pathlib import Path
 
 import torch
 
+from alignx.objectives import COLORS
+
 from alignx.experts.io import write_json_atomic
 
-AXIS_COLORS = {"helpful": "#2563eb", "harmless": "#16a34a", "honest": "#d97706"}
 
 
 def pca_map(z: torch.Tensor, labels: list[str], prompts: list[str], path: Path) -> dict:
@@ -27,7 +30,7 @@ def pca_map(z: torch.Tensor, labels: list[str], prompts: list[str], path: Path) 
 def load_map(experts_dir: str | Path) -> dict:
     path = Path(experts_dir) / "latent" / "heldout_map.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: fit the latent space first")
+        raise MissingFile(f"{path} is missing: fit the latent space first")
     return json.loads(path.read_text())
 
 
@@ -42,7 +45,7 @@ def pca_figure(latent_map: dict, highlight: list[tuple[str, float, float]] | Non
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for axis, color in AXIS_COLORS.items():
+    for axis, color in COLORS.items():
         pts = [p for p in latent_map["points"] if p["axis"] == axis]
         fig.add_trace(go.Scatter(x=[p["x"] for p in pts], y=[p["y"] for p in pts], mode="markers", name=axis,
                                  marker=dict(color=color, size=7, opacity=0.6), text=[p["prompt"] for p in pts],

@@ -10,6 +10,8 @@ Every rate has a 95% bootstrap CI (seeded).
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import random
 import time
 from typing import Callable
@@ -35,9 +37,9 @@ def safety_sets(data_dir=None, per_set: int | None = 40, seed: int = 0,
     sample, for choosing a recipe without looking at the test rows (I-Controversial has 40 rows,
     so none are left for validation)."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
+        raise InvalidInput(f"unknown split {split!r}; choose from {list(SPLITS)}")
     if split == "validation" and per_set is None:
-        raise ValueError("the validation split is the rows outside the per-set test sample: give per_set")
+        raise InvalidInput("the validation split is the rows outside the per-set test sample: give per_set")
 
     def pick(rows: list) -> list[str]:
         test = _sample(rows, per_set, seed)
@@ -95,18 +97,12 @@ def reference_loss(policy, data_dir=None, n: int = 50) -> dict:
     return _mean(per_token)
 
 
-UNIFORM_MODES = {"uniform-logit": "mocae-logit", "uniform-adapter": "mocae-adapter"}
-
-
 def report_policy(studio, mode: str):
-    """``studio.policy(mode)``, plus ``uniform-logit`` / ``uniform-adapter``: the MoCaE fusion with
-    fixed equal weights 1/n (no router), the baseline a learned router must beat."""
-    if mode in UNIFORM_MODES:
-        if studio.mocae is None:
-            raise ValueError(f"mode {mode!r} needs experts and a trained router; none is loaded")
-        n = len(studio.mocae.space.experts)
-        return studio.mocae.policy(UNIFORM_MODES[mode], fixed_weights=[1.0 / n] * n)
-    return studio.policy(mode)
+    """``alignx.methods.policy(studio, mode)``: every registered mode, including the fixed-weight
+    baselines ``uniform-logit`` / ``uniform-adapter`` (the fusions at weights 1/n)."""
+    from alignx import methods
+
+    return methods.policy(studio, mode)
 
 
 def stage1_report(studio, modes: list[str], judge, data_dir=None, per_set: int | None = 40,

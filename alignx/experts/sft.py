@@ -9,6 +9,8 @@ BeaverTails unsafe responses are never targets (they are latent-head negatives o
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import math
 import random
 import re
@@ -77,7 +79,7 @@ def _tqa_answered(share: float, name: str, seed: int, data_dir=None) -> list:
     """A seeded ``share`` of the TruthfulQA training-half rows whose best answer is an answer
     ("I have no comment." is a refusal: left out)."""
     if not 0.0 <= share <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {share}")
+        raise InvalidInput(f"{name} must be in [0, 1], got {share}")
     rows = [r for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0] if "no comment" not in r.response.lower()]
     return random.Random(seed).sample(rows, int(round(len(rows) * share)))
 
@@ -119,11 +121,11 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
     """The axis's training and held-out pairs; ``pairs`` (e.g. from an uploaded file) replace
     the built-in sources, still split into train and held-out."""
     if axis not in D.AXES:
-        raise ValueError(f"unknown axis {axis!r}; choose from {list(D.AXES)}")
+        raise InvalidInput(f"unknown axis {axis!r}; choose from {list(D.AXES)}")
     rng = random.Random(cfg.seed)
     if pairs is not None:
         if len(pairs) < 2:
-            raise ValueError(f"need at least 2 training pairs, got {len(pairs)}")
+            raise InvalidInput(f"need at least 2 training pairs, got {len(pairs)}")
         held_n = min(cfg.heldout_rows, max(1, len(pairs) // 10))
         train, held = _take(pairs, replace(cfg, heldout_rows=held_n), rng)
         return AxisData(axis, train, held, {"custom": len(train)})
@@ -147,7 +149,7 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
         benign = [benign_pool[i] for i in near + rest]
         tqa = _tqa_benign(cfg, data_dir)
         if cfg.template_refusals < 0:
-            raise ValueError(f"template_refusals must be >= 0, got {cfg.template_refusals}")
+            raise InvalidInput(f"template_refusals must be >= 0, got {cfg.template_refusals}")
         taken = set(train) | set(held)
         unused = [r for r in refusals if r not in taken]
         templated = [r for r in train + unused if r[0].startswith(CONTRAST_TEMPLATES)] * cfg.template_refusals
@@ -185,7 +187,7 @@ def tokenize(tokenizer, pairs: list[tuple[str, str]], max_length: int):
     rows = [tokenize_pair(tokenizer, p, r, max_length) for p, r in pairs]
     rows = [r for r in rows if any(x != -100 for x in r["labels"])]  # prompt filled the window
     if not rows:
-        raise ValueError("no training examples left after tokenization (empty dataset or max_length too small)")
+        raise InvalidInput("no training examples left after tokenization (empty dataset or max_length too small)")
     return Dataset.from_list(rows)
 
 

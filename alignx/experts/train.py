@@ -6,21 +6,21 @@ to ``<out>/<axis>`` in one step, so a killed run never leaves a complete-looking
 """
 from __future__ import annotations
 
+from alignx.errors import AlignXRuntimeError, InvalidInput
+
 import logging
 import math
-import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from alignx.atomic import replace_dir, write_json
 from alignx.experts.config import ExpertConfig
-from alignx.experts.io import write_json_atomic
 from alignx.experts.sft import PadCollator, axis_data, contrast_prompts, tokenize
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def response_loss(model, dataset, collator, batch_size: int = 8, bf16: bool = Fa
     return total / max(count, 1)
 
 
-class TrainingCancelled(RuntimeError):
+class TrainingCancelled(AlignXRuntimeError):
     """Raised when ``should_stop`` asked training to stop; the checkpoint is kept for ``resume``."""
 
 
@@ -133,7 +133,7 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     ``should_stop()`` after every step (cancel: the checkpoint is kept, ``TrainingCancelled``)."""
     name = name or axis
     if not name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"expert name {name!r}: use letters, digits, '-' and '_' only")
+        raise InvalidInput(f"expert name {name!r}: use letters, digits, '-' and '_' only")
     from transformers import Trainer
 
     out_dir = Path(out_dir)
@@ -186,16 +186,9 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     final = out_dir / name                           # replacing it drops a stale latent head too
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir))
-    try:
+    with replace_dir(final) as tmp:                  # built aside, swapped in when complete
         model.save_pretrained(tmp)                   # adapter "default" -> files directly in tmp
-        write_json_atomic(tmp / "card.json", card)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_json(tmp / "card.json", card)
     shutil.rmtree(work, ignore_errors=True)
     model.unload()                                   # give the base back without LoRA layers
     return final

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from alignx.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -29,15 +31,15 @@ class Calibration:
         for name in ("lambda1", "lambda2"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0 or math.isnan(float(v)):
-                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+                raise InvalidInput(f"{name} must be in [0, 1], got {v!r}")
         if self.lambda1 + self.lambda2 <= 0:
-            raise ValueError("lambda1 and lambda2 cannot both be 0")
+            raise InvalidInput("lambda1 and lambda2 cannot both be 0")
         t = self.temperature
         if not isinstance(t, (int, float)) or not 0.05 <= float(t) <= 20.0:
-            raise ValueError(f"temperature must be in [0.05, 20], got {t!r}")
+            raise InvalidInput(f"temperature must be in [0.05, 20], got {t!r}")
         for k, v in self.preferences.items():
             if not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
-                raise ValueError(f"preference for {k!r} must be in [0, 1], got {v!r}")
+                raise InvalidInput(f"preference for {k!r} must be in [0, 1], got {v!r}")
 
     def with_(self, **kw) -> "Calibration":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -46,13 +48,38 @@ class Calibration:
         return asdict(self)
 
 
+PREFERENCES_HELP = ("preference per expert in [0, 1]: NAME=VALUE[,NAME=VALUE...], e.g. helpful=1,harmless=0.5; "
+                    "an expert left out counts as 1")
+
+
+def parse_preferences(text: str | None) -> dict[str, float] | None:
+    """The one preference syntax of the CLI and the API: ``NAME=VALUE[,NAME=VALUE...]`` -> {name: value}
+    (None for an empty text); values are checked by ``Calibration``."""
+    if text is None or not str(text).strip():
+        return None
+    out: dict[str, float] = {}
+    for part in str(text).split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise InvalidInput(f"preferences: expected NAME=VALUE pairs separated by commas, got {part.strip()!r}")
+        if name.strip() in out:
+            raise InvalidInput(f"preferences: {name.strip()!r} is given twice")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise InvalidInput(f"preferences: {name.strip()!r} has a non-numeric value {value.strip()!r}") from None
+    return out or None
+
+
 def preference_vector(cal: Calibration, experts: list[str]) -> torch.Tensor:
     unknown = sorted(set(cal.preferences) - set(experts))
     if unknown:
-        raise ValueError(f"preferences name unknown expert(s) {unknown}; experts: {experts}")
+        raise InvalidInput(f"preferences name unknown expert(s) {unknown}; experts: {experts}")
     pref = torch.tensor([float(cal.preferences.get(e, 1.0)) for e in experts])
     if pref.sum() <= 0:
-        raise ValueError("at least one preference must be above 0")
+        raise InvalidInput("at least one preference must be above 0")
     return pref / pref.sum()
 
 

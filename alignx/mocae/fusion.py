@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from alignx.generation import BASE, cache_of, model_lock, sample_token, with_cache
+from alignx.hooks import capture, hidden_state_name, lora_hooked, module_hook
 
 FUSED = "__mocae__"
 
@@ -65,19 +66,17 @@ class FusedAdapter:
         """Row b of the next forwards gets its own weights ``w[b]`` ((B, n) tensor): the A blocks hold
         s_i A_i and a forward hook scales each row's rank-r_i slice of A x by w[b, i], so row b's update
         is sum_i w[b, i] s_i B_i A_i x. Every row must use the fused adapter; the caller holds the lock."""
+        from contextlib import ExitStack
+
         self.set_weights([1.0] * len(self.experts))
-        handles = []
-        try:
+        with ExitStack() as stack:
             for linear, parts in self.blocks:
                 expand = torch.zeros(len(self.experts), linear.weight.shape[0])
                 for i, (_, _, rows) in enumerate(parts):
                     expand[i, rows] = 1.0
                 scale = (w.float() @ expand).to(linear.weight.device, linear.weight.dtype)[:, None, :]   # (B, 1, R)
-                handles.append(linear.register_forward_hook(lambda m, args, out, s=scale: out * s))
+                stack.enter_context(module_hook(linear, lambda m, args, out, s=scale: out * s))
             yield
-        finally:
-            for h in handles:
-                h.remove()
 
     def delta_weight(self, module) -> torch.Tensor:
         """The fused adapter's weight delta of one LoRA layer (for tests: equals the explicit sum)."""
@@ -103,8 +102,11 @@ class AdapterFusionStep:
 
 
 def expert_forward(model, stacked, names: list[str], per_expert: int, **kwargs):
-    """One forward over expert-major rows: ``stacked`` (a ``StackedLoRA``) or peft's ``adapter_names``."""
-    if stacked is None:
+    """One forward over expert-major rows: ``stacked`` (a ``StackedLoRA``) or peft's ``adapter_names``.
+
+    While a hook sits on a LoRA submodule (``alignx.hooks.lora_hooked``) the stacked path, which
+    bypasses those submodules, is left for peft's, so ``blocks.*.lora.*`` hooks see every row."""
+    if stacked is None or lora_hooked(model):
         return model(adapter_names=names, **kwargs)
     with stacked.active(per_expert):
         return model(**kwargs)
@@ -125,14 +127,15 @@ class LogitFusionStep:
     def __call__(self, ids: Sequence[int]):
         device = next(self.model.parameters()).device
         x = torch.tensor([list(ids)] * len(self.rows), device=device)
-        with model_lock(self.model):
+        last = [hidden_state_name(self.model, -1)] if self.reroute is not None else []   # the final-norm output
+        with model_lock(self.model), capture(self.model, last) as seen:
             out = expert_forward(self.model, self.stacked, self.rows, 1, input_ids=x, use_cache=True,
-                                 output_hidden_states=self.reroute is not None, **with_cache(self.model, self.past))
+                                 **with_cache(self.model, self.past))
         self.past = cache_of(out)
         n = len(self.experts)
         lp = torch.log_softmax(out.logits[:n, -1].float() / self.temps[:, None].to(device), -1)
         if self.reroute is not None:
-            h = out.hidden_states[-1].float().sum(1)            # (rows, d), running mean below
+            h = seen[last[0]].float().sum(1)                    # (rows, d), running mean below
             self.h_sum = h if self.h_sum is None else self.h_sum + h
             self.h_count += x.shape[1]
             mean = self.h_sum / self.h_count                    # rows: experts..., base
@@ -141,19 +144,49 @@ class LogitFusionStep:
         return mixed, dict(zip(self.experts, self.w.tolist()))
 
 
+def expert_logprobs(model, experts: Sequence[str], temperatures: Sequence[float], input_ids=None,
+                    attention_mask=None, inputs_embeds=None, logits_to_keep: int = 0, stacked=None) -> torch.Tensor:
+    """(n, B, L, V) log softmax(logits_i / tau_i) of every expert i for B rows, all experts in one
+    batched forward over expert-major rows (no KV cache; differentiable)."""
+    x = input_ids if input_ids is not None else inputs_embeds
+    n, b = len(experts), x.shape[0]
+    names = [e for e in experts for _ in range(b)]
+    kw: dict = {"logits_to_keep": logits_to_keep,
+                "attention_mask": None if attention_mask is None else attention_mask.repeat(n, 1)}
+    if input_ids is not None:
+        kw["input_ids"] = input_ids.repeat(n, 1)
+    else:
+        kw["inputs_embeds"] = inputs_embeds.repeat(n, 1, 1)
+    with model_lock(model):
+        logits = expert_forward(model, stacked, names, b, **kw).logits.float()
+    temps = torch.tensor(list(temperatures), device=logits.device).repeat_interleave(b)[:, None, None]
+    return torch.log_softmax(logits / temps, -1).view(n, b, *logits.shape[1:])
+
+
+def log_weights(w: torch.Tensor, n: int, b: int, device) -> torch.Tensor:
+    """(n, B, 1, 1) log w for weights of shape (n,) (one mixture for every row) or (B, n) (one per row)."""
+    w = w.float().clamp_min(1e-12)
+    w = w.expand(b, n) if w.dim() == 1 else w
+    return torch.log(w).T.to(device)[:, :, None, None]
+
+
+def mixture_logits(lp: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(B, L, V) log p_mix = logsumexp_i(log w_i + lp_i) of ``expert_logprobs``' (n, B, L, V)."""
+    return torch.logsumexp(log_weights(w, lp.shape[0], lp.shape[1], lp.device) + lp, dim=0)
+
+
 def mixture_token_logprobs(model, experts: Sequence[str], temperatures: Sequence[float], w: torch.Tensor,
                            input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int = 0,
                            stacked=None) -> torch.Tensor:
-    """(B, L-1-first) log p_mix(token t+1 | <= t), t >= ``first``, for right-padded rows, all experts in one batch."""
-    n, b = len(experts), input_ids.shape[0]
-    names = [e for e in experts for _ in range(b)]
-    logits = expert_forward(model, stacked, names, b, input_ids=input_ids.repeat(n, 1),
-                            attention_mask=attention_mask.repeat(n, 1),
-                            logits_to_keep=input_ids.shape[1] - first).logits[:, :-1].float()
-    temps = torch.tensor(list(temperatures), device=logits.device).repeat_interleave(b)[:, None, None]
-    lp = torch.log_softmax(logits / temps, -1).gather(-1, input_ids.repeat(n, 1)[:, first + 1:, None]).squeeze(-1)
-    lp = lp.view(n, b, -1)
-    return torch.logsumexp(torch.log(w.clamp_min(1e-12)).to(lp.device)[:, None, None] + lp, dim=0)
+    """(B, L-1-first) log p_mix(token t+1 | <= t), t >= ``first``, for right-padded rows; ``w`` is (n,)
+    or (B, n). The same value as gathering ``mixture_logits``, with the mixture taken after the
+    gather (n x less memory than mixing whole vocabularies)."""
+    lp = expert_logprobs(model, experts, temperatures, input_ids, attention_mask,
+                         logits_to_keep=input_ids.shape[1] - first, stacked=stacked)[:, :, :-1]
+    n, b = lp.shape[:2]
+    target = input_ids[:, first + 1:]
+    lp = lp.gather(-1, target[None, :, :, None].expand(n, -1, -1, 1)).squeeze(-1)    # (n, B, L')
+    return torch.logsumexp(log_weights(w, n, b, lp.device)[..., 0] + lp, dim=0)
 
 
 @torch.inference_mode()

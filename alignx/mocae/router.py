@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from alignx import probes
+
 EPS = 0.05
 MIN_SAMPLES = 3
 
@@ -32,36 +34,31 @@ class Router:
     def fit(cls, z: torch.Tensor, y: torch.Tensor, n_experts: int, steps: int = 300, lr: float = 1e-2,
             weight_decay: float = 0.01, seed: int = 0, balanced: bool = False) -> tuple["Router", float]:
         """Full-batch AdamW on cross-entropy; ``balanced`` weights each axis by n / (n_experts * n_axis),
-        so an axis with fewer prompts (honest) is not out-voted."""
+        so an axis with fewer prompts (honest) is not out-voted.
+
+        W ~ 0.01 N(0, 1) from a generator seeded with ``seed``, b = 0;
+        L = CE(z W^T + b, y; balance), ``probes.fit_linear``."""
         g = torch.Generator().manual_seed(seed)
-        w = torch.nn.Parameter(torch.randn(n_experts, z.shape[1], generator=g) * 0.01)
-        b = torch.nn.Parameter(torch.zeros(n_experts))
-        opt = torch.optim.AdamW([w, b], lr=lr, weight_decay=weight_decay)
         counts = torch.bincount(y, minlength=n_experts).float()
         balance = len(y) / (n_experts * counts.clamp(min=1)) if balanced else None
-        for _ in range(steps):
-            loss = F.cross_entropy(z @ w.T + b, y, weight=balance)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return cls(w.detach().clone(), b.detach().clone()), float(loss.detach())
+        fit = probes.fit_linear(z, y, n_experts, init=lambda shape: torch.randn(*shape, generator=g) * 0.01,
+                                class_weight=balance, optimizer="adamw", steps=steps, lr=lr,
+                                weight_decay=weight_decay)
+        return cls(fit.weight, fit.bias), fit.loss
 
     @classmethod
     def fit_cv(cls, z: torch.Tensor, y: torch.Tensor, n_experts: int, weight_decays=(0.01, 0.1, 1.0),
                folds: int = 5, seed: int = 0, **kw) -> tuple["Router", float, dict]:
         """``fit`` with the AdamW weight decay chosen by ``folds``-fold cross-validated accuracy on
-        the training prompts only; returns (router refit on all of them, its loss, CV accuracies)."""
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-        scores = {}
-        for wd in weight_decays:
-            correct = 0
-            for f in range(folds):
-                test = order[f::folds]
-                train = torch.cat([order[g::folds] for g in range(folds) if g != f])
-                r, _ = cls.fit(z[train], y[train], n_experts, weight_decay=wd, seed=seed, **kw)
-                correct += int((r.logits(z[test]).argmax(-1) == y[test]).sum())
-            scores[wd] = correct / len(y)
-        best = max(weight_decays, key=lambda wd: (scores[wd], wd))
+        the training prompts only (pooled over folds; ties -> the larger decay); returns (router
+        refit on all of them, its loss, CV accuracies)."""
+        def correct(wd, train, test) -> int:
+            r, _ = cls.fit(z[train], y[train], n_experts, weight_decay=wd, seed=seed, **kw)
+            return int((r.logits(z[test]).argmax(-1) == y[test]).sum())
+
+        scores = probes.cross_validate(weight_decays, probes.kfold(len(y), folds, seed), correct,
+                                       lambda counts: sum(counts) / len(y))
+        best = probes.best(scores, tiebreak=lambda wd: wd)
         router, loss = cls.fit(z, y, n_experts, weight_decay=best, seed=seed, **kw)
         return router, loss, {"weight_decay": best, "cv_accuracy": scores}
 

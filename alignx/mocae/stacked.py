@@ -13,6 +13,8 @@ sum peft computes; tests compare the two paths.
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -30,11 +32,11 @@ class StackedLoRA:
                 if not isinstance(lora_a, torch.nn.ModuleDict) or not any(e in lora_a for e in self.experts):
                     continue
                 if not all(e in lora_a for e in self.experts):   # an unpatched layer would apply the active adapter
-                    raise ValueError(f"a LoRA layer carries only some of {self.experts}: not stackable")
+                    raise InvalidInput(f"a LoRA layer carries only some of {self.experts}: not stackable")
                 if getattr(module, "merged", False) or any(e in getattr(module, "lora_variant", {}) for e in experts):
-                    raise ValueError(f"{type(module).__name__}: merged or non-vanilla LoRA (e.g. DoRA) is not stackable")
+                    raise InvalidInput(f"{type(module).__name__}: merged or non-vanilla LoRA (e.g. DoRA) is not stackable")
                 if not isinstance(module.base_layer, torch.nn.Linear):
-                    raise ValueError(f"only Linear LoRA layers are stackable, got {type(module.base_layer).__name__}")
+                    raise InvalidInput(f"only Linear LoRA layers are stackable, got {type(module.base_layer).__name__}")
                 r = max(lora_a[e].weight.shape[0] for e in self.experts)
                 w = lora_a[self.experts[0]].weight
                 a_t = torch.zeros(n, module.in_features, r, dtype=w.dtype, device=w.device)
@@ -45,7 +47,7 @@ class StackedLoRA:
                     b_t[i, : a.shape[0]] = (b * module.scaling[e]).T
                 self.layers.append((module, a_t, b_t))
         if not self.layers:
-            raise ValueError(f"no LoRA layer carries all of {self.experts}")
+            raise InvalidInput(f"no LoRA layer carries all of {self.experts}")
 
     @contextmanager
     def active(self, per_expert: int) -> Iterator[None]:
@@ -67,7 +69,7 @@ def _stacked_forward(module, a_t: torch.Tensor, b_t: torch.Tensor, per_expert: i
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = module.base_layer(x, *args, **kwargs)
         if x.shape[0] < rows:
-            raise ValueError(f"stacked LoRA expects at least {rows} rows ({n} experts x {per_expert}), got {x.shape[0]}")
+            raise InvalidInput(f"stacked LoRA expects at least {rows} rows ({n} experts x {per_expert}), got {x.shape[0]}")
         xs = x[:rows].reshape(n, -1, x.shape[-1]).to(a_t.dtype)
         delta = torch.bmm(torch.bmm(xs, a_t), b_t).reshape(rows, *x.shape[1:-1], -1)
         if rows == x.shape[0]:

@@ -1,6 +1,8 @@
 """Train stage 2 for the experts of a Studio: router, clusters, expert temperatures; save a card."""
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import time
 from dataclasses import fields
 from typing import Callable
@@ -15,16 +17,31 @@ from alignx.mocae.core import MoCaE
 from alignx.mocae.router import EPS, MIN_SAMPLES, Clusters, Router
 
 
-def _axis_index(studio, experts: list[str]) -> dict[str, int]:
+def _axis_index(studio, experts: list[str], known: set[str]) -> dict[str, int]:
+    """objective -> the router class (expert index) its prompts are labelled with: one class per
+    objective of the experts' cards (the expert named like its axis when several serve one). Every
+    objective needs routing prompts: the built-in sources (``known``) or ``extra_prompts``."""
     out = {}
     for i, name in enumerate(experts):
         axis = studio.experts[name].get("axis", name)
         if axis not in out or name == axis:
             out[axis] = i
-    missing = [a for a in ("helpful", "harmless", "honest") if a not in out]
+    missing = sorted(set(out) - known)
     if missing:
-        raise ValueError(f"no expert for axis {missing}: the router needs one expert per axis")
+        raise InvalidInput(f"no routing prompts for objective(s) {missing}: the built-in sources cover "
+                           f"{sorted(known)}; pass extra_prompts={{objective: (train prompts, held-out prompts)}}")
+    if len(out) < 2:
+        raise InvalidInput(f"the router needs experts for at least two objectives, these serve {sorted(out)}")
     return out
+
+
+def _prompts(rows: tuple[list[str], list[str]], index: dict[str, int], extra: dict[str, list[str]]):
+    """Keep the prompts of the objectives the experts serve, then add ``extra``'s."""
+    prompts, labels = [p for p, a in zip(*rows) if a in index], [a for a in rows[1] if a in index]
+    for axis, rows_ in extra.items():
+        prompts += list(rows_)
+        labels += [axis] * len(rows_)
+    return prompts, labels
 
 
 @torch.inference_mode()
@@ -35,7 +52,10 @@ def _heldout_logits(studio, name: str, rows: int, data_dir=None) -> tuple[torch.
     if "target_modules" in hp:
         hp["target_modules"] = tuple(hp["target_modules"])
     cfg = ExpertConfig(**hp)
-    pairs = axis_data(card.get("axis", name), cfg, data_dir).heldout[:rows]
+    pairs = axis_data(card.get("axis", name), cfg, data_dir).heldout[:rows] if card.get("axis", name) in \
+        ("helpful", "harmless", "honest") else []
+    if not pairs:       # an objective without built-in data: no temperature fit (T = 1)
+        return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
     logits, targets = [], []
     for prompt, response in pairs:
         ex = tokenize_pair(studio.tokenizer, prompt, response, cfg.max_length)
@@ -51,21 +71,28 @@ def _heldout_logits(studio, name: str, rows: int, data_dir=None) -> tuple[torch.
 def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: int = 100, router_steps: int = 300,
                 temperature_rows: int = 24, eps: float = EPS, min_samples: int = MIN_SAMPLES, seed: int = 0,
                 balanced: bool = False, command: str | None = None,
-                progress: Callable[[str], None] = lambda m: None) -> MoCaE:
+                progress: Callable[[str], None] = lambda m: None,
+                extra_prompts: dict[str, tuple[list[str], list[str]]] | None = None) -> MoCaE:
+    """Fit the router, clusters and expert temperatures for the experts of ``studio`` (any number
+    of objectives, two at least). ``extra_prompts`` gives (train, held-out) routing prompts for
+    objectives without a built-in source (the built-in ones: helpful, harmless, honest)."""
     if studio.experts_dir is None or not studio.experts:
-        raise ValueError("the Studio has no experts loaded: train experts first")
+        raise InvalidInput("the Studio has no experts loaded: train experts first")
     t0 = time.time()
+    extra = dict(extra_prompts or {})
     space = LatentSpace.load(studio.experts_dir)
     experts = space.experts
-    index = _axis_index(studio, experts)
-    prompts, labels = router_prompts(data_dir, per_axis, seed)
+    index = _axis_index(studio, experts, {"helpful", "harmless", "honest"} | set(extra))
+    prompts, labels = _prompts(router_prompts(data_dir, per_axis, seed), index,
+                               {a: list(tr) for a, (tr, _) in extra.items() if a in index})
     progress(f"encoding {len(prompts)} training prompts with {len(experts) + 1} adapters")
     z = space.encode(studio.model, studio.tokenizer, prompts)
     y = torch.tensor([index[a] for a in labels])
     router, loss, selection = Router.fit_cv(z, y, len(experts), steps=router_steps, seed=seed,
                                              balanced=balanced)
-    progress(f"encoding {3 * heldout_per_axis} held-out prompts")
-    test_prompts, test_labels = heldout_prompts(data_dir, heldout_per_axis, seed)
+    test_prompts, test_labels = _prompts(heldout_prompts(data_dir, heldout_per_axis, seed), index,
+                                         {a: list(te) for a, (_, te) in extra.items() if a in index})
+    progress(f"encoding {len(test_prompts)} held-out prompts")
     z_test = space.encode(studio.model, studio.tokenizer, test_prompts)
     y_test = torch.tensor([index[a] for a in test_labels])
     pred = router.logits(z_test).argmax(-1)
@@ -85,6 +112,10 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
     for name in experts:
         progress(f"temperature scaling of {name}")
         logits, targets = _heldout_logits(studio, name, temperature_rows, data_dir)
+        if len(targets) < 2:
+            temperatures[name] = 1.0
+            calibration_report[name] = {"temperature": 1.0, "note": "no held-out rows for this objective"}
+            continue
         half = len(targets) // 2
         temp = fit_temperature(logits[:half], targets[:half])
         temperatures[name] = temp

@@ -1,8 +1,10 @@
-"""Side by side: one prompt answered by every mode in columns, votes per axis, Elo leaderboard.
+"""Side by side: one prompt answered by every mode in columns, votes per objective, Elo leaderboard.
 
-Columns come from ``studio.modes()`` when the page is built, so a mode added to the Studio
-(an expert, the MoCaE fusions) gets its column without changes here. Badges come from
-``alignx.arena.badges`` (only measured values), ratings from ``alignx.arena.elo_ratings``.
+Columns come from the method registry (``alignx.methods.modes``) whenever the tab is opened
+(``gr.render``), so an expert loaded in the Experts tab, or a newly registered method family,
+gets its column without a restart; a checkbox list picks which modes are shown. Vote buttons and
+the leaderboard have one entry per objective of the Studio (``studio.objectives``). Badges come
+from ``alignx.arena.badges`` (only measured values), ratings from ``alignx.arena.elo_ratings``.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from typing import Iterator
 
 import gradio as gr
 
+from alignx import methods
 from alignx.arena import K_FACTOR, INITIAL_ELO, STOPPED, Vote, badges, elo_ratings, stream_answers
 from alignx.data.records import AXES
+from alignx.errors import AlignXError
 from app.context import AppContext, Run, check_prompt, policy_for, sampling_from
 from app.examples import example_prompts
 from app.streaming import iterate_in_thread
@@ -29,6 +33,7 @@ class Comparison(Run):
         super().__init__()
         self.prompt, self.meta, self.voted = "", {}, set()
         self.judged: dict[str, dict] = {}      # mode -> badges with the judge's measurements
+        self.columns: list[str] = []           # the modes of the running / last comparison
 
     def begin(self, prompt: str = "", meta: dict | None = None, stop: threading.Event | None = None):
         self.prompt, self.meta, self.voted, self.judged = prompt, dict(meta or {}), set(), {}
@@ -48,30 +53,38 @@ def badge_html(prompt: str, answer, stopped: bool = False, measured: dict | None
 class Arena:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
-        self.modes = ctx.studio.modes()
+
+    @property
+    def modes(self) -> list[str]:
+        """The modes the Studio serves now (an expert loaded since the page was built included)."""
+        return methods.modes(self.ctx.studio)
+
+    @property
+    def axes(self) -> list[str]:
+        return [o.name for o in self.ctx.studio.objectives]
 
     # --- core, shared by the page and the API ---------------------------------------------------
-    def _stream(self, prompt, max_new_tokens, temperature, top_p, seed, stop: threading.Event):
+    def _stream(self, prompt, max_new_tokens, temperature, top_p, seed, stop: threading.Event,
+                modes: list[str] | None = None):
         """Validated inputs and the stream of every mode's answer (run in its own thread)."""
         prompt = check_prompt(prompt)
         sampling = sampling_from(max_new_tokens, temperature, top_p, seed)
-        policies = {mode: policy_for(self.ctx.studio, mode) for mode in self.modes}
-        return prompt, sampling, iterate_in_thread(
-            lambda: stream_answers(policies, prompt, sampling, stop, self.ctx.model_lock), stop)
+        policies = {mode: policy_for(self.ctx.studio, mode) for mode in (modes or self.modes)}
+        return prompt, sampling, iterate_in_thread(lambda: stream_answers(policies, prompt, sampling, stop), stop)
 
     def leaderboard(self) -> dict:
-        """Elo per axis per mode for the served model, from every stored vote."""
+        """Elo per objective per mode for the served model, from every stored vote."""
         votes = self.ctx.votes.votes(self.ctx.model_name)
-        table = elo_ratings(votes, modes=self.modes)
+        table = elo_ratings(votes, modes=self.modes, axes=self.axes)
         return {"model": self.ctx.model_name, "votes": len(votes), "k": K_FACTOR, "initial": INITIAL_ELO,
                 "axes": {axis: [{"mode": m, "elo": round(r.elo, 1), "wins": r.wins, "games": r.games}
                                 for m, r in sorted(table[axis].items(), key=lambda kv: -kv[1].elo)]
-                         for axis in AXES}}
+                         for axis in self.axes}}
 
     def record_vote(self, prompt: str, answers: dict, winner: str, axis: str, meta: dict) -> dict:
         try:
-            vote = Vote(prompt, dict(answers), winner, axis, self.ctx.model_name, meta)
-        except ValueError as exc:
+            vote = Vote(prompt, dict(answers), winner, axis, self.ctx.model_name, meta, axes=tuple(self.axes))
+        except (AlignXError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
         self.ctx.votes.add(vote)
         return self.leaderboard()
@@ -80,15 +93,25 @@ class Arena:
         """Rows for the page: mode, Elo per axis, votes the mode was shown in."""
         board = self.leaderboard()["axes"]
         by_mode: dict[str, dict] = {}
-        for axis in AXES:
+        axes, modes = self.axes, self.modes
+        for axis in axes:
             for row in board[axis]:
                 by_mode.setdefault(row["mode"], {})[axis] = row
-        order = self.modes + sorted(set(by_mode) - set(self.modes))
-        return [[m] + [round(by_mode[m][a]["elo"]) if a in by_mode[m] else INITIAL_ELO for a in AXES]
-                + [sum(by_mode[m].get(a, {}).get("games", 0) for a in AXES)] for m in order]
+        order = modes + sorted(set(by_mode) - set(modes))
+        return [[m] + [round(by_mode[m][a]["elo"]) if a in by_mode[m] else INITIAL_ELO for a in axes]
+                + [sum(by_mode[m].get(a, {}).get("games", 0) for a in axes)] for m in order]
 
     def refresh(self):
         return self.table(), self.votes_caption()
+
+    def refresh_columns(self, chosen: list[str] | None, offered: list[str] | None):
+        """The column choices now: modes offered before keep the user's choice, new ones start shown.
+        Returns (checkbox update, the modes offered now); unchanged modes skip the re-render."""
+        modes, chosen, offered = self.modes, list(chosen or []), list(offered or [])
+        value = [m for m in modes if m in chosen or m not in offered]
+        if modes == offered and value == chosen:
+            return gr.skip(), gr.skip()
+        return gr.update(choices=modes, value=value), modes
 
     def votes_caption(self) -> str:
         n = self.ctx.votes.count(self.ctx.model_name)
@@ -112,10 +135,12 @@ class Arena:
         return self.leaderboard()
 
     # --- page callbacks ----------------------------------------------------------------------------
-    def compare(self, prompt, max_new_tokens, temperature, top_p, seed, run: Comparison) -> Iterator[list]:
-        """Yields every column's text, then every column's badges."""
+    def compare(self, prompt, max_new_tokens, temperature, top_p, seed, run: Comparison,
+                modes: list[str] | None = None) -> Iterator[list]:
+        """Yields every column's text, then every column's badges (``modes``: the columns shown)."""
         stop = threading.Event()
-        prompt, sampling, stream = self._stream(prompt, max_new_tokens, temperature, top_p, seed, stop)
+        run.columns = list(modes or self.modes)
+        prompt, sampling, stream = self._stream(prompt, max_new_tokens, temperature, top_p, seed, stop, run.columns)
         run.begin(prompt, {"source": "ui", "max_new_tokens": sampling.max_new_tokens,
                            "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed},
                   stop)
@@ -132,21 +157,20 @@ class Arena:
     def judge_badges(self, prompt: str, answers: dict) -> dict[str, dict]:
         """Every column's badges with the judge's measurements (a judge failure is shown, not raised)."""
         try:
-            with self.ctx.judge_lock:
-                return {m: badges(prompt, a, self.ctx.judge) for m, a in answers.items()}
+            return {m: badges(prompt, a, self.ctx.judge) for m, a in answers.items()}   # the judge's model lock
         except Exception as exc:  # noqa: BLE001 - the answers stay; the page says why badges are missing
             gr.Warning(f"The judge could not score these answers: {exc}")
             return {}
 
     def _columns(self, run: Comparison, stopped: bool = False) -> list:
-        answers = [run.answers[m] for m in self.modes]
+        answers = [run.answers[m] for m in run.columns]
         texts = [a.text if a.ended else a.text.lstrip() for a in answers]
         return texts + [badge_html(run.prompt, a, stopped, run.judged.get(a.mode)) for a in answers]
 
-    def stop(self, run: Comparison):
+    def stop(self, run: Comparison, n_columns: int):
         if not run.request_stop() or not run.answers:
-            return [gr.skip()] * (2 * len(self.modes))
-        return [gr.skip()] * len(self.modes) + self._columns(run, stopped=True)[len(self.modes):]
+            return [gr.skip()] * (2 * n_columns)
+        return [gr.skip()] * n_columns + self._columns(run, stopped=True)[n_columns:]
 
     def vote(self, winner: str, axis: str, run: Comparison):
         """A vote button: ``winner``'s column is best on ``axis`` for the current comparison."""
@@ -166,11 +190,13 @@ class Arena:
         return self.table(), self.votes_caption()
 
 
-def build(ctx: AppContext, demo: gr.Blocks) -> None:
+def build(ctx: AppContext, demo: gr.Blocks, tab: gr.Tab | None = None) -> None:
     cb = Arena(ctx)
     run = gr.State(Comparison())
+    # The inputs below feed events defined only inside the render, so they say they are interactive
+    # (gradio renders a component that no build-time event reads as read-only).
     with gr.Row(equal_height=False):
-        prompt = gr.Textbox(label="Prompt", lines=3, max_lines=10, scale=4, elem_id="sbs-prompt",
+        prompt = gr.Textbox(label="Prompt", lines=3, max_lines=10, scale=4, elem_id="sbs-prompt", interactive=True,
                             placeholder="One prompt, answered by every mode…")
         with gr.Column(scale=1, min_width=200):
             compare_btn = gr.Button("Compare", variant="primary", elem_id="sbs-compare")
@@ -178,56 +204,71 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     with gr.Row(equal_height=False):
         with gr.Accordion("Sampling (same for every column)", open=False):
             max_new_tokens = gr.Slider(1, 1024, value=DEFAULT_MAX_TOKENS, step=1, precision=0,
-                                       label="Max new tokens", elem_id="sbs-max-tokens")
+                                       label="Max new tokens", elem_id="sbs-max-tokens", interactive=True)
             with gr.Row():
                 temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature", info="0 = greedy",
-                                        elem_id="sbs-temperature")
-                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
-            seed = gr.Number(value=0, precision=0, label="Seed", info="used when temperature > 0")
+                                        elem_id="sbs-temperature", interactive=True)
+                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", interactive=True)
+            seed = gr.Number(value=0, precision=0, label="Seed", info="used when temperature > 0", interactive=True)
+        with gr.Accordion("Columns", open=False):
+            columns = gr.CheckboxGroup(cb.modes, value=cb.modes, label="Modes shown", elem_id="sbs-columns",
+                                       info="every mode of the loaded methods; a newly loaded expert appears here")
         with gr.Accordion("Example prompts", open=False):
             examples = example_prompts()
             gr.Examples([[p] for axis in AXES for p in examples[axis]], inputs=[prompt], cache_examples=False,
                         label="helpful, harmless, honest", examples_per_page=12)
 
-    texts, badge_boxes, vote_buttons = [], [], []
-    can_vote = len(cb.modes) >= 2
-    with gr.Row(elem_classes=["sbs-columns"]):
-        for mode in cb.modes:
-            with gr.Column(min_width=240, elem_classes=["sbs-col"], elem_id=f"col-{mode.replace(':', '-')}"):
-                gr.Markdown(f"### {mode}", elem_classes=["sbs-mode"])
-                texts.append(gr.Textbox(show_label=False, lines=12, max_lines=12, interactive=False,
-                                        autoscroll=True, container=False, elem_classes=["sbs-answer"],
-                                        placeholder="(answer appears here)"))
-                badge_boxes.append(gr.HTML("", elem_classes=["sbs-badges"], padding=False))
-                if can_vote:
-                    gr.Markdown("Best answer for…", elem_classes=["vote-label"])
-                    with gr.Row(elem_classes=["vote-row"]):
-                        for axis in AXES:
-                            vote_buttons.append((mode, axis, gr.Button(
-                                axis, size="sm", variant="secondary", min_width=0,
-                                elem_classes=["vote-btn", f"vote-{axis}"]
-                            )))
-    if not can_vote:
-        gr.Markdown("Only one mode is loaded (no experts), so there is nothing to vote between. "
-                    "Start the app with an experts folder (`--experts-dir`) to compare modes.",
-                    elem_classes=["note"])
+    board = None   # defined below the columns; the render's vote buttons update it
+
+    @gr.render(inputs=[columns], triggers=[columns.change, demo.load])
+    def draw(selected):
+        modes = [m for m in cb.modes if m in (selected or [])]
+        axes = cb.axes
+        texts, badge_boxes, vote_buttons = [], [], []
+        with gr.Row(elem_classes=["sbs-columns"]):
+            for mode in modes:
+                with gr.Column(min_width=240, elem_classes=["sbs-col"], elem_id=f"col-{mode.replace(':', '-')}"):
+                    gr.Markdown(f"### {mode}", elem_classes=["sbs-mode"])
+                    texts.append(gr.Textbox(show_label=False, lines=12, max_lines=12, interactive=False,
+                                            autoscroll=True, container=False, elem_classes=["sbs-answer"],
+                                            placeholder="(answer appears here)"))
+                    badge_boxes.append(gr.HTML("", elem_classes=["sbs-badges"], padding=False))
+                    if len(modes) >= 2:
+                        gr.Markdown("Best answer for…", elem_classes=["vote-label"])
+                        with gr.Row(elem_classes=["vote-row"]):
+                            for axis in axes:
+                                vote_buttons.append((mode, axis, gr.Button(
+                                    axis, size="sm", variant="secondary", min_width=0,
+                                    elem_classes=["vote-btn", f"vote-{axis}"])))
+        if len(modes) < 2:
+            gr.Markdown("Fewer than two modes are shown, so there is nothing to vote between. Pick more "
+                        "columns above, or start the app with an experts folder (`--experts-dir`).",
+                        elem_classes=["note"])
+        outputs = texts + badge_boxes
+
+        def compare(prompt_text, max_new, temp, top, seed_value, state):
+            yield from cb.compare(prompt_text, max_new, temp, top, seed_value, state, modes)
+
+        start = gr.on([compare_btn.click, prompt.submit], lambda: [""] * len(outputs), None, outputs,
+                      queue=False, api_name="clear_columns", api_visibility="private")
+        gen = start.then(compare, [prompt, max_new_tokens, temperature, top_p, seed, run], outputs,
+                         api_name="compare_columns", api_visibility="private", **ctx.model_events())
+        stop_btn.click(functools.partial(cb.stop, n_columns=len(modes)), run, outputs, cancels=[gen], queue=False,
+                       api_name="stop_compare", api_visibility="private", show_progress="hidden")
+        for mode, axis, button in vote_buttons:
+            button.click(functools.partial(cb.vote, mode, axis), run, [board, caption], api_name="vote_column",
+                         api_visibility="private", concurrency_limit=None, show_progress="hidden")
 
     gr.Markdown("### Leaderboard", elem_classes=["section-title"])
-    board = gr.Dataframe(headers=["mode", *AXES, "votes (shown in)"], interactive=False,
-                         datatype=["str", "number", "number", "number", "number"], elem_id="leaderboard",
+    board = gr.Dataframe(headers=["mode", *cb.axes, "votes (shown in)"], interactive=False,
+                         datatype=["str", *["number"] * len(cb.axes), "number"], elem_id="leaderboard",
                          show_row_numbers=False)
     caption = gr.Markdown(elem_classes=["caption"], elem_id="leaderboard-caption")
 
-    outputs = texts + badge_boxes
-    start = gr.on([compare_btn.click, prompt.submit], lambda: [""] * len(outputs), None, outputs,
-                  queue=False, api_name="clear_columns", api_visibility="private")
-    gen = start.then(cb.compare, [prompt, max_new_tokens, temperature, top_p, seed, run], outputs,
-                     api_name="compare_columns", api_visibility="private", **ctx.model_events())
-    stop_btn.click(cb.stop, run, outputs, cancels=[gen], queue=False, api_name="stop_compare",
-                   api_visibility="private", show_progress="hidden")
-    for mode, axis, button in vote_buttons:
-        button.click(functools.partial(cb.vote, mode, axis), run, [board, caption], api_name="vote_column",
-                     api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    if tab is not None:       # modes may have changed (an expert loaded): offer them as columns
+        offered = gr.State(list(cb.modes))
+        tab.select(cb.refresh_columns, [columns, offered], [columns, offered], queue=False,
+                   api_name="refresh_columns", api_visibility="private")
     demo.load(cb.refresh, None, [board, caption], api_name="refresh_leaderboard", api_visibility="private",
               show_progress="hidden")
 

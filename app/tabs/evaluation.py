@@ -7,6 +7,8 @@ import json
 
 import gradio as gr
 
+from alignx import methods
+
 from app.context import AppContext
 from app.evaluation import Evaluator, compact, find_sweep, load_sweep, nearest_point, table
 from app.routing import empty_figure
@@ -50,9 +52,10 @@ class Evaluation:
             modes = [modes]
         if not modes:
             raise gr.Error("Choose at least one mode to evaluate.")
-        unknown = [m for m in modes if m not in self.ctx.studio.modes()]
+        available = methods.modes(self.ctx.studio, include_unlisted=True)
+        unknown = [m for m in modes if m not in available]
         if unknown:
-            raise gr.Error(f"Unknown mode(s) {unknown}; choose from {self.ctx.studio.modes()}")
+            raise gr.Error(f"Unknown mode(s) {unknown}; available: {', '.join(available)}")
         if suite not in self.evaluator.suites():
             raise gr.Error(f"Unknown suite {suite!r}; choose from {self.evaluator.suites()}")
         if judge not in self.evaluator.judge_names():
@@ -62,7 +65,7 @@ class Evaluation:
     def _run(self, modes, suite, judge, log, tqdm_progress: bool):
         modes = self._check(modes, suite, judge)
         try:
-            with self.ctx.model_lock:
+            with self.ctx.studio.lock:
                 return self.evaluator.run(modes, suite, judge, log, tqdm_progress)
         except gr.Error:
             raise
@@ -129,7 +132,7 @@ class Evaluation:
 
 def build(ctx: AppContext, demo: gr.Blocks, sliders: list) -> None:
     cb = Evaluation(ctx)
-    modes = ctx.studio.modes()
+    modes = methods.modes(ctx.studio)
     n = len(sliders)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=280, elem_classes=["side-panel"]):

@@ -111,29 +111,18 @@ class Experts:
         if folder is None:
             raise gr.Error(f"{choice!r} is not an adapter folder of the experts or runs folder.")
         studio = self.ctx.studio
-        if name in studio.experts:
-            raise gr.Error(f"An expert named {name!r} is already loaded.")
-        from alignx.experts.io import ExpertError, check_base, read_card
-        from alignx.generation import model_lock
+        from alignx import methods
+        from alignx.errors import AlignXError
 
         try:
-            card = read_card(folder)
-            check_base(card, folder, studio.lm.name, studio.lm.source)
-        except (ExpertError, ValueError) as exc:
+            with self._load_lock:
+                studio.add_expert(folder, name)
+        except AlignXError as exc:
             raise gr.Error(str(exc)) from None
-        with self._load_lock, self.ctx.model_lock, model_lock(studio.model):
-            if hasattr(studio.model, "peft_config"):
-                studio.model.load_adapter(folder, adapter_name=name, is_trainable=False)
-            else:
-                from peft import PeftModel
-
-                studio.model = PeftModel.from_pretrained(studio.model, folder, adapter_name=name, is_trainable=False)
-            studio.model.to(studio.lm.device)
-            studio.model.eval()
-            studio.experts[name] = dict(card, path=str(folder))
-        gr.Info(f"Loaded expert {name!r}: mode expert:{name} is now in the Playground's list.")
+        gr.Info(f"Loaded expert {name!r}: mode expert:{name} is now in the Playground's list and a "
+                f"Side-by-side column.")
         return (self.table(), gr.update(choices=self.choices(), value=None),
-                gr.update(choices=studio.modes()))
+                gr.update(choices=methods.modes(studio)))
 
     # --- training --------------------------------------------------------------------------------
     def validate(self, source: str, upload, axis: str):

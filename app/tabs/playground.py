@@ -1,24 +1,29 @@
 """Playground: one prompt, one mode, the answer streamed token by token, with a Stop button.
 
-With a MoCaE router loaded (``studio.mocae``) the tab also has the routing panel
-(``routing_panel``): calibration sliders, the routing chart, the latent map, and the per-token
-routing weights of a fused answer drawn under the text.
+Modes come from the method families (``alignx.methods``); the tab opens on
+``methods.default_mode`` (the fusion when a router is loaded, the base otherwise). With a MoCaE
+router loaded the tab also has the routing panel (``routing_panel``): calibration sliders (one
+preference per expert), the routing chart, the latent map, and the per-token routing weights of
+a fused answer drawn under the text; modes that take a calibration use the sliders'.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Iterator
 
 import gradio as gr
 
+from alignx import methods
 from alignx.arena import END_OF_TURN, STOPPED, Answer, stream_answers
 from alignx.generation import Sampling
 from app.context import AppContext, Run, check_prompt, policy_for, sampling_from
 from app.examples import example_prompts
 from app.routing import token_weights_html
+from app.signature import with_params
 from app.streaming import iterate_in_thread
 from app.tabs import routing_panel
-from app.tabs.routing_panel import Router, make_calibration
+from app.tabs.routing_panel import Router
 
 
 def summary(answer: Answer, stopped: bool = False) -> str:
@@ -32,15 +37,14 @@ def summary(answer: Answer, stopped: bool = False) -> str:
 class Playground:
     """Callbacks of the tab; the session's ``Run`` comes in through ``gr.State``."""
 
-    def __init__(self, ctx: AppContext):
-        self.ctx = ctx
+    def __init__(self, ctx: AppContext, router: Router):
+        self.ctx, self.router = ctx, router
 
     def _policy(self, mode, calibration=None):
-        if calibration is not None and mode.startswith("mocae") and self.ctx.studio.mocae is not None:
-            try:
-                return self.ctx.studio.mocae.policy(mode, calibration=calibration)
-            except ValueError as exc:
-                raise gr.Error(str(exc)) from None
+        """The mode's policy; a mode whose family takes a calibration gets the sliders'."""
+        takes = {m.name: m.settings for m in methods.describe(self.ctx.studio)}.get(mode, ())
+        if calibration is not None and "calibration" in takes:
+            return policy_for(self.ctx.studio, mode, calibration=calibration)
         return policy_for(self.ctx.studio, mode)
 
     def _answers(self, prompt, mode, max_new_tokens, temperature, top_p, seed, run: Run, calibration=None):
@@ -49,8 +53,7 @@ class Playground:
         policy = self._policy(mode, calibration)
         stop = run.begin()
         try:
-            for answers in iterate_in_thread(
-                    lambda: stream_answers({mode: policy}, prompt, sampling, stop, self.ctx.model_lock), stop):
+            for answers in iterate_in_thread(lambda: stream_answers({mode: policy}, prompt, sampling, stop), stop):
                 run.answers = answers
                 yield answers[mode]
         finally:
@@ -63,15 +66,19 @@ class Playground:
         for answer in self._answers(prompt, mode, max_new_tokens, temperature, top_p, seed, run):
             yield answer.text if answer.ended else answer.text.lstrip(), token_weights_html(answer.weights)
 
-    def generate_routed(self, prompt: str, mode: str, max_new_tokens: float, temperature: float, top_p: float,
-                        seed: float, lambda1: float, lambda2: float, router_temperature: float, helpful: float,
-                        harmless: float, honest: float, run: Run) -> Iterator[tuple[str, str]]:
-        """As ``generate``, a fused mode using the calibration of the sliders; also yields the
-        per-token routing weights as HTML (empty for modes that do not route)."""
-        cal = make_calibration(lambda1, lambda2, router_temperature,
-                               {"helpful": helpful, "harmless": harmless, "honest": honest})
+    def _generate_routed(self, prompt, mode, max_new_tokens, temperature, top_p, seed, *rest):
+        *sliders, run = rest
+        cal = self.router.calibration(*sliders)
         for answer in self._answers(prompt, mode, max_new_tokens, temperature, top_p, seed, run, cal):
             yield answer.text if answer.ended else answer.text.lstrip(), token_weights_html(answer.weights)
+
+    def generate_routed(self):
+        """As ``generate``, with the calibration of the sliders (lambda1, lambda2, T, one preference
+        per expert) for modes that take one; also yields the per-token routing weights as HTML."""
+        e = inspect.Parameter.empty
+        params = [("prompt", str, e), ("mode", str, e), ("max_new_tokens", float, e), ("temperature", float, e),
+                  ("top_p", float, e), ("seed", float, e), *self.router.slider_params(), ("run", Run, e)]
+        return with_params(self._generate_routed, params)
 
     def status(self, run: Run):
         """After a generation: its summary (a stopped one keeps what Stop wrote)."""
@@ -89,10 +96,10 @@ class Playground:
 
 def build(ctx: AppContext) -> tuple[gr.Dropdown, list]:
     """Lays the tab out; returns its mode dropdown and calibration sliders (empty without a router)."""
-    cb = Playground(ctx)
     router = Router(ctx)
+    cb = Playground(ctx, router)
     routed = ctx.studio.mocae is not None
-    modes = ctx.studio.modes()
+    modes = methods.modes(ctx.studio)
     defaults = Sampling()
     run = gr.State(Run())
     with gr.Row(equal_height=False):
@@ -109,8 +116,8 @@ def build(ctx: AppContext) -> tuple[gr.Dropdown, list]:
             status = gr.Markdown("", label="status", elem_id="pg-status", elem_classes=["status-line"])
             weights = gr.HTML("", elem_id="pg-token-weights", padding=False, visible=routed)
         with gr.Column(scale=1, min_width=260, elem_classes=["side-panel"]):
-            mode = gr.Dropdown(modes, value=modes[0], label="Mode", elem_id="pg-mode",
-                               info="base model, one expert, or a MoCaE fusion")
+            mode = gr.Dropdown(modes, value=methods.default_mode(ctx.studio), label="Mode", elem_id="pg-mode",
+                               info="base model, one expert, or a fusion")
             with gr.Accordion("Sampling", open=True):
                 max_new_tokens = gr.Slider(1, 1024, value=defaults.max_new_tokens, step=1, precision=0,
                                            label="Max new tokens", elem_id="pg-max-tokens")
@@ -128,7 +135,7 @@ def build(ctx: AppContext) -> tuple[gr.Dropdown, list]:
             with gr.Column(scale=3):
                 chart, caption, latent = routing_panel.build_outputs(router)
     else:
-        gr.Markdown("**Routing panel unavailable:** no MoCaE router is loaded (it needs the three experts and a "
+        gr.Markdown("**Routing panel unavailable:** no MoCaE router is loaded (it needs experts and a "
                     "trained router in the experts folder). Base and expert modes work as usual.",
                     elem_classes=["note", "routing-missing"], elem_id="routing-missing")
     examples = example_prompts()
@@ -143,9 +150,9 @@ def build(ctx: AppContext) -> tuple[gr.Dropdown, list]:
     start = gr.on([generate_btn.click, prompt.submit], lambda: ("",) * len(clear_out), None, clear_out,
                   queue=False, api_name="clear", api_visibility="private")
     if routed:
-        routed_start = start.then(router.page_route, [prompt, *sliders], [chart, latent, caption],
+        routed_start = start.then(router.page_route(), [prompt, *sliders], [chart, latent, caption],
                                   api_name="route_before_generate", api_visibility="private", **ctx.model_events())
-        gen = routed_start.then(cb.generate_routed, [*sampling, *sliders, run], [answer, weights],
+        gen = routed_start.then(cb.generate_routed(), [*sampling, *sliders, run], [answer, weights],
                                 api_name="generate", **ctx.model_events())
         routing_panel.wire(router, ctx, prompt, route_btn, sliders, chart, caption, latent)
     else:

@@ -11,17 +11,19 @@ local vLLM / Ollama server), stdlib only.
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import hashlib
 import json
 import os
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from alignx.atomic import write_json
 from alignx.eval.judges import prompts as P
 from alignx.eval.judges.base import Judge, JudgeError, Prob, check_lengths
 
@@ -50,7 +52,7 @@ class ApiJudge(Judge):
             raise JudgeError("the api judge needs a key for api.openai.com: set OPENAI_API_KEY or "
                              "--api-key (or point --api-base-url at a local server)")
         if timeout <= 0 or max_retries < 0:
-            raise ValueError("timeout must be > 0 and max_retries >= 0")
+            raise InvalidInput("timeout must be > 0 and max_retries >= 0")
         self.timeout, self.max_retries, self.backoff, self.max_backoff = timeout, max_retries, backoff, max_backoff
         self.min_interval = 60.0 / rpm if rpm else 0.0
         self.max_tokens = max_tokens
@@ -140,11 +142,7 @@ class ApiJudge(Judge):
         if verdict is None:
             self.stats["unparsed"] += 1
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"request": payload, "content": content}, f, ensure_ascii=False)
-        os.replace(tmp, path)
+        write_json(path, {"request": payload, "content": content}, indent=None, default=None, newline=False)
         return verdict
 
     # --- capabilities ----------------------------------------------------------------------------

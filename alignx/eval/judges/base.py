@@ -13,6 +13,8 @@ verdict, e.g. an unparseable API reply):
 """
 from __future__ import annotations
 
+from alignx.errors import AlignXRuntimeError, InvalidInput
+
 import importlib
 from typing import Any, Callable, Sequence
 
@@ -20,7 +22,7 @@ CAPABILITIES = ("prefer", "unsafe", "refusal", "truthful", "informative")
 Prob = float | None
 
 
-class JudgeError(RuntimeError):
+class JudgeError(AlignXRuntimeError):
     """A judge that cannot work: missing files, unreachable endpoint after retries, bad replies."""
 
 
@@ -71,7 +73,7 @@ class Judge:
 def check_lengths(*seqs: Sequence) -> None:
     lengths = {len(s) for s in seqs}
     if len(lengths) > 1:
-        raise ValueError(f"judge inputs differ in length: {[len(s) for s in seqs]}")
+        raise InvalidInput(f"judge inputs differ in length: {[len(s) for s in seqs]}")
 
 
 # --- registry ---------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ def available_judges() -> list[str]:
 
 def get_judge(name: str, **opts) -> Judge:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown judge {name!r}; choose from {available_judges()}")
+        raise InvalidInput(f"unknown judge {name!r}; choose from {available_judges()}")
     factory = _REGISTRY[name]
     if isinstance(factory, str):
         module, cls = factory.split(":")
@@ -111,7 +113,7 @@ def build_judges(default: str, overrides: dict[str, str] | None = None,
     overrides, options = dict(overrides or {}), dict(options or {})
     bad = set(overrides) - set(CAPABILITIES)
     if bad:
-        raise ValueError(f"unknown judge capability {sorted(bad)}; choose from {list(CAPABILITIES)}")
+        raise InvalidInput(f"unknown judge capability {sorted(bad)}; choose from {list(CAPABILITIES)}")
     instances: dict[str, Judge] = {}
     out: dict[str, Judge] = {}
     for cap in needed:

@@ -7,6 +7,8 @@ question, as in TruthfulQA's own evaluation.
 """
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -55,7 +57,7 @@ def reference_matrix(answers: Sequence[str], refs: Sequence[References]):
     import torch
 
     if len(answers) != len(refs):
-        raise ValueError(f"{len(answers)} answers but {len(refs)} reference sets")
+        raise InvalidInput(f"{len(answers)} answers but {len(refs)} reference sets")
     return torch.tensor([reference_features(a, r) for a, r in zip(answers, refs)], dtype=torch.float32)
 
 

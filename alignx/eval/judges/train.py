@@ -3,6 +3,8 @@ model + small heads, each written to ``<out>/<name>/head.safetensors`` with a ``
 records the data rows used, the held-out accuracy (with a bootstrap CI) and how to reproduce it."""
 from __future__ import annotations
 
+from alignx.errors import InvalidInput
+
 import hashlib
 import json
 import logging
@@ -241,7 +243,7 @@ class Trainer:
 def train_judges(cfg: TrainConfig, progress=None, only: tuple[str, ...] = JUDGE_NAMES) -> dict[str, dict]:
     unknown = set(only) - set(JUDGE_NAMES)
     if unknown:
-        raise ValueError(f"unknown judge(s) {sorted(unknown)}; choose from {list(JUDGE_NAMES)}")
+        raise InvalidInput(f"unknown judge(s) {sorted(unknown)}; choose from {list(JUDGE_NAMES)}")
     t0 = time.time()
     trainer = Trainer(cfg, progress)
     cards: dict[str, dict] = {}
