@@ -2,39 +2,28 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
-from alignx.experts.io import write_json_atomic
 from alignx.generation import ModelStep, Sampling
 from alignx.mocae import FUSED, Calibration, expert_weights
 from alignx.mocae.fusion import LogitFusionStep
 from alignx.models import load_model
 from alignx.studio import Studio
 
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_studio  # noqa: E402
+
 AXES = ["harmless", "helpful", "honest"]
 
 
 def make_random_experts(folder, seed: int = 0) -> None:
     """Three tiny experts with random, non-zero LoRA weights in the expert-folder layout."""
-    from peft import LoraConfig, get_peft_model
-
-    for i, axis in enumerate(AXES):
-        lm = load_model("tiny-random")
-        torch.manual_seed(seed + i)
-        cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, task_type="CAUSAL_LM",
-                         target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"])
-        model = get_peft_model(lm.model, cfg)
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "lora_B" in n:
-                    p.mul_(5.0)   # make the experts clearly different from each other
-        model.save_pretrained(folder / axis)
-        write_json_atomic(folder / axis / "card.json", {"axis": axis, "base_model": "tiny-random",
-                                                        "base_source": "tiny-random",
-                                                        "hyperparameters": {"max_length": 64, "heldout_rows": 8}})
+    tiny_studio.make_random_experts(folder, AXES, seed)
 
 
 @pytest.fixture(scope="module")
