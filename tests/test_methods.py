@@ -41,10 +41,10 @@ def toy():
 def test_builtin_families_and_their_modes(studio, tmp_path):
     from alignx.studio import Studio
 
-    assert [f.name for f in methods.families()][:3] == ["base", "expert", "mocae"]
+    assert [f.name for f in methods.families()][:4] == ["base", "expert", "mocae", "personal"]
     assert methods.modes(studio) == ["base", "expert:harmless", "expert:helpful", "expert:honest", "mocae-logit",
                                      "mocae-adapter"]
-    assert methods.modes(studio, include_unlisted=True)[-2:] == ["uniform-logit", "uniform-adapter"]
+    assert methods.modes(studio, include_unlisted=True)[6:8] == ["uniform-logit", "uniform-adapter"]
     assert methods.default_mode(studio) == "mocae-logit"          # the fusion, when a router is loaded
     bare = Studio.load("tiny-random", tmp_path)                    # no experts
     assert methods.modes(bare) == ["base"] and methods.default_mode(bare) == "base"
@@ -87,7 +87,7 @@ def test_registry_refuses_duplicates_and_names_what_is_available(toy):
 
     with pytest.raises(AlignXError, match="already registered"):
         toy_method.register()
-    with pytest.raises(AlignXError, match=r"unknown method family 'nope'; available: base, expert, mocae, tempered"):
+    with pytest.raises(AlignXError, match=r"unknown method family 'nope'; available: base, expert, mocae, personal, tempered"):
         methods.get_family("nope")
 
 
@@ -97,7 +97,7 @@ def test_import_alignx_is_light_and_families_load_lazily():
             "print([f.name for f in methods.families()])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "['base', 'expert', 'mocae']"
+    assert out.stdout.strip() == "['base', 'expert', 'mocae', 'personal']"
 
 
 def test_public_api():

@@ -9,7 +9,7 @@ import sys
 
 from alignx.errors import AlignXError
 
-COMMANDS = ["generate", "train_experts", "route", "train_router", "eval", "compare", "sweep", "train_judges"]
+COMMANDS = ["generate", "train_experts", "route", "train_router", "eval", "compare", "sweep", "train_judges", "personal"]
 
 
 def build_parser() -> argparse.ArgumentParser:

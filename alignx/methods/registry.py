@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_BUILTIN = {"base": "alignx.methods.builtin", "expert": "alignx.experts.family", "mocae": "alignx.mocae.family"}
+_BUILTIN = {"base": "alignx.methods.builtin", "expert": "alignx.experts.family", "mocae": "alignx.mocae.family",
+            "personal": "alignx.personal.family"}
 ENTRY_POINT_GROUP = "alignx.methods"
 _FAMILIES: dict[str, "Family"] = {}
 _LOCK = threading.RLock()
