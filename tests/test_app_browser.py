@@ -3,7 +3,8 @@ a fused answer with its per-token routing weights, a malformed training file; sc
 
 Screenshots (1400x1000) go to test-artifacts/: app-playground.png, app-playground-stopped.png,
 app-side-by-side.png, app-side-by-side-voted.png, app-playground-routing.png,
-app-playground-fused.png, app-experts-bad-file.png, app-tab-<tab>.png (every tab).
+app-playground-fused.png, app-experts-bad-file.png, app-tab-<tab>.png (every tab),
+app-personalize.png (+ -typed, -dimensions).
 """
 from __future__ import annotations
 
@@ -249,3 +250,44 @@ def test_a_family_registered_while_serving_gets_a_column(page, artifacts):
     page.get_by_role("tab", name="Playground").click()
     page.get_by_role("tab", name="Side by side").click()
     expect(page.locator(f"#col-{toy_method.NAME}")).to_have_count(0, timeout=30_000)
+
+
+def test_personalize_a_psoups_user(page, artifacts):
+    """Personalize: pick a P-Soups user, build the profile (its text and the routing charts), then
+    generate the base, ICA and PBA columns."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Personalize").click()
+    page.locator("#pz-user input").click()
+    page.get_by_role("option", name=re.compile(r"^friendly_unfriendly #\d+ · unfriendly$")).first.click()
+    expect(page.locator("#pz-persona")).to_contain_text("unfriendly manner")
+    expect(page.locator("#pz-pairs")).to_contain_text("prompt")
+    page.locator("#pz-prompt textarea").fill("How can I get better at chess?")
+    page.locator("#pz-build").click()
+    expect(page.locator("#pz-profile")).to_contain_text("This user's preference profile", timeout=60_000)
+    expect(page.locator("#pz-preferences")).to_contain_text("Preferences from the profile")
+    page.wait_for_function("() => ['#pz-route-default', '#pz-route-user'].every(id => {"
+                           " const el = document.querySelector(id + ' .js-plotly-plot');"
+                           " return el && el.data && el.data.length >= 2; })")
+    page.get_by_text("Sampling", exact=True).last.click()
+    set_number(page, "pz-max-tokens", 12)
+    set_number(page, "pz-temperature", 1)        # greedy tiny-random text is whitespace
+    page.locator("#pz-generate").click()
+    for column in ("base", "ica", "pba"):
+        expect(page.locator(f"#pz-status-{column}")).to_contain_text(re.compile("end of turn|token limit"),
+                                                                     timeout=90_000)
+    assert page.locator("#pz-col-pba textarea").input_value().strip()
+    page.get_by_text("What the model sees").click()
+    expect(page.locator("#pz-seen-ica textarea")).to_have_value(re.compile("earlier preferences"))
+    page.evaluate("() => window.scrollTo(0, 0)")
+    shot(page, artifacts / "app-personalize.png", full_page=True)
+    # the other two sources: a typed-history table, and the dimension groups (a pole picked by search)
+    page.get_by_label("Typed history").check()
+    expect(page.locator("#pz-history")).to_be_visible()
+    shot(page, artifacts / "app-personalize-typed.png")
+    page.get_by_label("Preference dimensions").check()
+    page.locator("#pz-poles-4 input").fill("honesty")
+    page.get_by_role("option", name="Concerned about honesty").click()
+    page.locator("#pz-build").click()
+    expect(page.locator("#pz-profile")).to_contain_text("Concerned about honesty", timeout=60_000)
+    shot(page, artifacts / "app-personalize-dimensions.png")
