@@ -167,8 +167,11 @@ def test_two_and_four_objectives(tmp_path, names):
     only = {n: 0.0 for n in names} | {names[-1]: 1.0}
     assert recalibrate(route, studio.mocae.calibration.with_(preferences=only)).probabilities[names[-1]] > \
         route.probabilities[names[-1]]
-    for mode in methods.modes(studio, include_unlisted=True):
-        policy = methods.policy(studio, mode)
+    from alignx.personal.data import Pair, User
+
+    user = User(history=(Pair("Say hi.", "Hi there, friend!", "Hi."),), persona="Be friendly.")
+    for mode in methods.describe(studio, include_unlisted=True):
+        policy = methods.policy(studio, mode.name, **({"user": user} if "user" in mode.settings else {}))
         assert policy.answer("hi", Sampling(max_new_tokens=3)) is not None
         assert len(policy.logprob(["hi"], ["there"])) == 1
 
