@@ -54,3 +54,20 @@ def test_router_routes_and_recalibrates(studio):
     leaning = mocae.recalibrate(r, mocae.calibration.with_(lambda1=0.6, lambda2=0.4, temperature=1.0,
                                                            preferences={"helpful": 0.0, "harmless": 0.0, "honest": 1.0}))
     assert leaning.probabilities["honest"] > r.probabilities["honest"]
+
+
+def test_shipped_personal_adapters_load_and_move_the_scores(studio, data_dir):
+    """assets/personal: the ICA-DPO and PBA-DPO adapters for the default model, and the probe."""
+    from alignx import methods
+    from alignx.personal.data import load_psoups
+    from alignx.personal.family import ASSETS, available
+
+    assert available(studio) == ["personal-ica", "personal-pba"]
+    assert json.loads((ASSETS / "probe" / "probe.json").read_text())["kind"] == "alignx-direction-probe"
+    ex = load_psoups(data_dir)["friendly_unfriendly"][1][0]
+    for method in ("ica", "pba"):
+        card = json.loads((ASSETS / method / "card.json").read_text())
+        assert card["trainer"] == "trl.DPOTrainer" and card["preset"]["beta"] == 0.1 and card["command"]
+        tuned = methods.policy(studio, f"personal-{method}", user=ex.user).logprob([ex.prompt], [ex.chosen])[0]
+        plain = methods.policy(studio, f"prompt-{method}", user=ex.user).logprob([ex.prompt], [ex.chosen])[0]
+        assert abs(tuned - plain) > 1e-3, method

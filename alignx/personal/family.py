@@ -66,8 +66,19 @@ def load_adapter(studio, method: str) -> str:
 
 
 def available(studio) -> list[str]:
-    """The trained personal adapters present for this Studio (without loading them)."""
-    return [m for m, method in TRAINED.items() if (adapters_dir(studio) / method / "adapter_config.json").exists()]
+    """The trained personal adapters present for this Studio's base model (without loading them)."""
+    import json
+
+    out = []
+    for mode, method in TRAINED.items():
+        folder = adapters_dir(studio) / method
+        try:
+            card = json.loads((folder / "card.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if (folder / "adapter_config.json").exists() and card.get("base_model") == studio.lm.name:
+            out.append(mode)
+    return out
 
 
 class PersonalFamily(Family):
