@@ -74,10 +74,19 @@ def _train(args, splits, command) -> int:
                  sft_weight=args.sft_weight, seed=args.seed)
     from alignx.personal.evaluate import balanced
 
+    from alignx.errors import InvalidInput
+
     train = [ex for tr, _ in splits.values() for ex in balanced(tr, args.limit, args.seed)]
+    for name, (_, ev) in splits.items():             # within a file, no evaluation prompt is trained on
+        leaked = sorted({ex.prompt for ex in train if ex.source == name} & {x.prompt for x in ev})
+        if leaked:
+            raise InvalidInput(f"{name}: {len(leaked)} evaluation-half prompt(s) in the training pairs, "
+                               f"e.g. {leaked[0][:80]!r}")
+    held_out = {name: {"evaluation_rows_removed": len(ev), "evaluation_prompts_removed": len({x.prompt for x in ev}),
+                       "split": f"by prompt, seed {args.seed}, share 0.5"} for name, (_, ev) in splits.items()}
     bar = tqdm(desc=f"DPO {args.method}", unit="step")
     path = train_personal(_lm(args), args.method, train, args.out, cfg, load_dims(args.data_dir),
-                          resume=args.resume, command=command, progress=False,
+                          resume=args.resume, command=command, progress=False, held_out=held_out,
                           on_log=lambda step, loss, acc: (bar.update(step - bar.n),
                                                           bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")))
     bar.close()

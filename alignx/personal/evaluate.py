@@ -88,8 +88,13 @@ def method_logprobs(studio, method: str, examples: Sequence, batch_size: int = 8
     if method == "base":
         texts, adapter = [ex.prompt for ex in examples], None
     else:
-        texts = [_policy(studio, method, ex.user).user_text(ex.prompt) for ex in examples]
-        adapter = getattr(_policy(studio, method), "adapter", None)
+        from alignx.personal.prompts import load_dims
+        from alignx.personal.train import user_prompt
+
+        policy = _policy(studio, method)                         # loads a trained adapter once
+        dims = load_dims()
+        texts = [user_prompt(policy.method, ex.prompt, ex.user, dims) for ex in examples]
+        adapter = policy.adapter
     plain = SinglePolicy(studio.model, studio.tokenizer, adapter)     # the texts already hold the user
     scores = plain.logprob(texts * 2, [ex.chosen for ex in examples] + [ex.rejected for ex in examples], batch_size)
     return scores[:len(examples)], scores[len(examples):]

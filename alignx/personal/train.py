@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+from collections import Counter
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -138,8 +139,10 @@ def _callbacks(on_log, should_stop):
 def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg: DPOPreset, dims,
                    name: str | None = None, resume: bool = False, command: str | None = None,
                    on_log: Callable[[int, float, float], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None, progress: bool = True) -> Path:
-    """Train the ``method`` adapter on ``examples`` (the training half); returns ``<out_dir>/<name>``."""
+                   should_stop: Callable[[], bool] | None = None, progress: bool = True,
+                   held_out: dict[str, dict] | None = None) -> Path:
+    """Train the ``method`` adapter on ``examples`` (the training half); returns ``<out_dir>/<name>``.
+    ``held_out``: per source, what was kept out of training (the evaluation half), for the card."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -186,6 +189,8 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
         "kind": "alignx-personal-adapter", "method": method, "name": name, "base_model": lm.name,
         "base_source": lm.source, "preset": asdict(cfg), "trainer": "trl.DPOTrainer",
         "data": {"train_pairs": len(rows), "sources": sorted({ex.source for ex in examples}),
+                 "rows_per_source": dict(sorted(Counter(ex.source for ex in examples).items())),
+                 "held_out": held_out or {},
                  "personas": sorted({ex.user.persona for ex in examples if ex.user.persona})},
         "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
         "final": {k: history[-1].get(k) for k in ("loss", "rewards/accuracies", "rewards/margins")} if history else {},

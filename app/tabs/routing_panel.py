@@ -120,7 +120,7 @@ class Router:
     def recalibrate(self, calibration: Calibration, session: str):
         """(prompt, route, server seconds): this session's last route under ``calibration``: a pure
         function of the two, no model run."""
-        self.mocae
+        _ = self.mocae                      # a gr.Error when no router is loaded
         with self._lock:
             route = self._sessions.get(session)
         if route is None:
