@@ -5,6 +5,9 @@ Hook point names, for an HF Llama-style model (``LlamaForCausalLM``, a bare ``Ll
 
   ``embed.out``                       output of ``embed_tokens``
   ``blocks.{L}.attn.out``             output of layer L's ``self_attn`` (after o_proj; element 0 of its tuple)
+  ``blocks.{L}.attn.z``               o_proj's whole INPUT (B, T, n_heads * head_dim): every head's output
+                                      before mixing (TransformerLens ``hook_z``, flattened); a pre-hook like
+                                      the head points, for masking all of a layer's heads in one hook
   ``blocks.{L}.attn.head.{h}``        head h's slice ``[..., h*head_dim:(h+1)*head_dim]`` of o_proj's INPUT
                                       (a forward pre-hook on the module at ``self_attn.o_proj``, peft wrapper
                                       included, so both the base weight and any LoRA see an intervention)
@@ -171,6 +174,7 @@ def _builtin_points(model: nn.Module) -> dict[str, Point]:
             d = getattr(attn, "head_dim", None) or (config.hidden_size // n_heads if n_heads else None)
             if isinstance(o_proj, nn.Module) and d:
                 width = getattr(o_proj, "in_features", None) or (n_heads or 0) * d
+                points[f"{pre}.attn.z"] = Point(o_proj, "pre")
                 for h in range(width // d):
                     points[f"{pre}.attn.head.{h}"] = _head_point(o_proj, h, d)
         if isinstance(getattr(layer, "mlp", None), nn.Module):

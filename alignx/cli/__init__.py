@@ -9,7 +9,8 @@ import sys
 
 from alignx.errors import AlignXError
 
-COMMANDS = ["generate", "train_experts", "route", "train_router", "eval", "compare", "sweep", "train_judges", "personal"]
+COMMANDS = ["generate", "train_experts", "route", "train_router", "eval", "compare", "sweep", "train_judges", "personal",
+            "interp"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,140 @@
+"""``interp heads|attribute|forgetting|blindspots``: the interpretability analyses as JSON + HTML.
+
+- ``heads --mode M [--objective O ...]`` -> ``heads.json`` (``objectives[O]["importance"]``, layers x
+  heads) and ``heads.html``, one map per objective (``--base-diff``: also ``heads-base.json`` and each
+  map's difference from the base);
+- ``attribute --mode M "PROMPT" [--target TEXT] [--contrast M2]`` -> ``attribution.json`` (``scores``:
+  one per prompt word / token) and ``attribution.html``;
+- ``forgetting RUN_DIR ...`` -> ``forgetting.json`` / ``.html`` from eval runs (one of mode base);
+- ``blindspots RUN_DIR ...`` -> ``blindspots.json`` / ``.html``.
+The MAC analysis (``mac``) comes with NegotiaX: until a NegotiaX model exists the command says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from alignx.cli import add_mode_arg, add_model_args
+
+    p = sub.add_parser("interp", help="interpretability: heads | attribute | forgetting | blindspots | mac")
+    ps = p.add_subparsers(dest="interp_command", metavar="ANALYSIS", required=True)
+    h = ps.add_parser("heads", help="attention-head importance per objective (gradient estimate + exact ablation)")
+    add_mode_arg(h)
+    h.add_argument("--objective", action="append", default=None, help="objective (repeatable; default: all built-in)")
+    h.add_argument("--rows", type=int, default=32, help="held-out rows per objective (default 32)")
+    h.add_argument("--exact-top-k", type=int, default=20, help="check the top k heads by exact ablation (0 = skip)")
+    h.add_argument("--batch-size", type=int, default=1, help="rows per backward pass (1 = E|grad| per row)")
+    h.add_argument("--base-diff", action="store_true", help="also compute the base and draw the difference")
+    a = ps.add_parser("attribute", help="prompt-token attribution of a target text (captum)")
+    add_mode_arg(a)
+    a.add_argument("prompt")
+    a.add_argument("--target", default=None, help="text to attribute (default: the mode's greedy answer)")
+    a.add_argument("--method", default="feature_ablation", choices=["feature_ablation", "integrated_gradients"])
+    a.add_argument("--unit", default="word", choices=["word", "segment"], help="feature-ablation features")
+    a.add_argument("--contrast", default=None, metavar="MODE", help="attribute log p_mode(y) - log p_MODE(y)")
+    a.add_argument("--steps", type=int, default=24, help="integrated-gradients steps")
+    a.add_argument("--max-new-tokens", type=int, default=64, help="length of the generated target")
+    for name, helptext in (("forgetting", "metric changes against the base from eval runs"),
+                           ("blindspots", "confident-wrong routes, fusions worse than an expert, all-fail items")):
+        q = ps.add_parser(name, help=helptext)
+        q.add_argument("runs", nargs="+", help="eval output folders (report.json + samples.jsonl), one per mode")
+        if name == "forgetting":
+            q.add_argument("--base-mode", default="base")
+        else:
+            q.add_argument("--threshold", type=float, default=0.8, help="router confidence counted as confident")
+        q.set_defaults(needs_model=name == "blindspots")
+    m = ps.add_parser("mac", help="the MAC analysis of a NegotiaX model (negotiation weights, pathways)")
+    add_mode_arg(m)
+    for q in (h, a, m, *[ps.choices[n] for n in ("forgetting", "blindspots")]):
+        q.add_argument("--out", required=True, help="folder for the JSON and HTML files")
+        q.add_argument("--cache-dir", default=None, help="analysis cache (default <alignx cache>/interp; 'none' = off)")
+        q.add_argument("--refresh", action="store_true", help="recompute even when cached")
+        q.add_argument("--data-dir", default=None)
+        add_model_args(q)
+    p.set_defaults(func=run)
+
+
+def _studio(args):
+    from alignx.experts.io import DEFAULT_EXPERTS_DIR
+    from alignx.studio import Studio
+
+    return Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device)
+
+
+def _bar(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="step", file=sys.stderr)
+
+    def progress(done: int, total: int, what: str) -> None:
+        bar.total = total
+        bar.set_description(what)
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
+
+
+def run(args: argparse.Namespace) -> int:
+    from alignx.atomic import write_json
+    from alignx.interp import figures as F
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = args.interp_command
+    if cmd == "mac":
+        from alignx.errors import InvalidInput
+
+        raise InvalidInput("the MAC analysis needs a NegotiaX model (Module II); none is registered yet: "
+                           "the heads, attribute, forgetting and blindspots analyses work on every mode")
+    if cmd == "forgetting":
+        from alignx.interp.forgetting import forgetting
+
+        report = forgetting(args.runs, args.base_mode)
+        write_json(out / "forgetting.json", report)
+        F.write_html(F.forgetting_figure(report), out / "forgetting.html")
+        print(json.dumps({m: {k: round(e["delta"], 4) for k, e in row.items()} for m, row in report["matrix"].items()}, indent=1))
+        return 0
+    studio = _studio(args)
+    if cmd == "blindspots":
+        from alignx.experts.latent_map import load_map
+        from alignx.interp.blindspots import blind_spots
+
+        report = blind_spots(args.runs, studio, args.threshold)
+        write_json(out / "blindspots.json", report)
+        try:
+            latent = load_map(studio.experts_dir) if studio.experts_dir else None
+        except Exception:
+            latent = None
+        F.write_html(F.blindspots_figure(report, latent), out / "blindspots.html")
+        print(json.dumps(report["counts"]))
+        return 0
+    from alignx.interp import analyses as A
+
+    if cmd == "heads":
+        bar, progress = _bar("heads")
+        kw = dict(objectives=args.objective, n_rows=args.rows, batch_size=args.batch_size, exact_top_k=args.exact_top_k,
+                  data_dir=args.data_dir, cache_dir=args.cache_dir, refresh=args.refresh, progress=progress)
+        report = A.heads(studio, args.mode, **kw)
+        base = A.heads(studio, "base", **kw) if args.base_diff and args.mode != "base" else None
+        bar.close()
+        write_json(out / "heads.json", report)
+        figures = [F.heads_figure(report, o) for o in report["objectives"]]
+        if base is not None:
+            write_json(out / "heads-base.json", base)
+            figures += [F.heads_figure(report, o, base) for o in report["objectives"]]
+        F.write_html(figures, out / "heads.html")
+        print(json.dumps({o: {"top5": e["top"][:5], "spearman": e.get("spearman")} for o, e in report["objectives"].items()}))
+        return 0
+    bar, progress = _bar("attribute")
+    report = A.attribute(studio, args.mode, args.prompt, args.target, args.method, args.unit, args.contrast,
+                         args.steps, args.max_new_tokens, args.cache_dir, args.refresh, progress)
+    bar.close()
+    write_json(out / "attribution.json", report)
+    F.write_html([F.attribution_html(report), F.attribution_figure(report)], out / "attribution.html")
+    print(json.dumps({"features": report["features"], "scores": [round(s, 4) for s in report["scores"]]}))
+    return 0
