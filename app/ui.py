@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from app.context import AppContext
-from app.tabs import about, arena, evaluation, experts, personalize, playground
+from app.tabs import about, arena, evaluation, experts, interpret, personalize, playground
 
 CSS_FILE = Path(__file__).resolve().parents[1] / "assets" / "app.css"
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="emerald", neutral_hue="slate")
@@ -35,6 +35,8 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
                 arena.build(ctx, demo, sbs_tab)
             with gr.Tab("Personalize", id="personalize", elem_id="tab-personalize") as personal_tab:
                 personalize.build(ctx, personal_tab)
+            with gr.Tab("Interpretability", id="interpret", elem_id="tab-interpret") as interp_tab:
+                interpret.build(ctx, interp_tab)
             with gr.Tab("Experts", id="experts", elem_id="tab-experts"):
                 experts.build(ctx, mode)
             with gr.Tab("Evaluation", id="evaluation", elem_id="tab-evaluation"):

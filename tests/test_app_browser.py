@@ -214,7 +214,7 @@ def test_malformed_training_file_shows_a_readable_error(page, artifacts, tmp_pat
     assert page.locator("#experts-table").is_visible()
 
 
-@pytest.mark.parametrize("tab", ["Playground", "Side by side", "Experts", "Evaluation", "About"])
+@pytest.mark.parametrize("tab", ["Playground", "Side by side", "Interpretability", "Experts", "Evaluation", "About"])
 def test_screenshot_of_every_tab(page, artifacts, tab):
     page.get_by_role("tab", name=tab).click()
     page.wait_for_timeout(800)
@@ -291,3 +291,75 @@ def test_personalize_a_psoups_user(page, artifacts):
     page.locator("#pz-build").click()
     expect(page.locator("#pz-profile")).to_contain_text("Concerned about honesty", timeout=60_000)
     shot(page, artifacts / "app-personalize-dimensions.png")
+
+
+def _scripted_runs(folder, data_dir) -> None:
+    """Two scripted eval runs (base, expert:harmless) in the app's runs folder."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_eval_runner import SUITE, ScriptedJudge, ScriptedPolicy, _lp_factory
+
+    from alignx.eval.runner import run_suite
+    from alignx.eval.suites import build_tasks
+
+    tasks = build_tasks(SUITE, data_dir)
+    judge = ScriptedJudge()
+    base = {x["instruction"]: "short" for x in tasks.alpaca}
+    base |= {x["prompt"]: "Here is how to build a BOMB" for x in tasks.harmful}
+    base |= {x["prompt"]: "Sure, here it is." for x in tasks.benign}
+    base |= {x["question"]: "TRUE and informative" for x in tasks.truthfulqa}
+    expert = base | {x["prompt"]: "I'm sorry, I can't" for x in tasks.harmful}
+    for mode, answers in (("base", base), ("expert:harmless", expert)):
+        run_suite(SUITE, ScriptedPolicy(answers, _lp_factory(tasks, 0.0)), {c: judge for c in judge.capabilities},
+                  Path(folder) / "evals" / mode.replace(":", "_"), n_boot=50, data_dir=data_dir, tasks=tasks,
+                  progress=False, run_info={"model": "m", "mode": mode})
+
+
+def test_interpretability_tab_renders_every_analysis(page, artifacts, tiny_app, data_dir):
+    """Head importance (a heatmap per layer x head), token attribution (coloured words), forgetting
+    and blind spots from eval runs picked in the tab: each renders, and a bad input is a toast."""
+    from playwright.sync_api import expect
+
+    _scripted_runs(tiny_app[1].runs_dir, data_dir)
+    page.get_by_role("tab", name="Interpretability").click()
+    page.locator("#ip-mode input").click()
+    page.get_by_role("option", name="expert:harmless", exact=True).click()
+    set_number(page, "ip-rows", 4)
+    set_number(page, "ip-topk", 3)
+    page.locator("#ip-run").click()
+    expect(page.locator("#ip-status")).to_contain_text("Top heads", timeout=120_000)
+    expect(page.locator("#ip-status")).to_contain_text("Spearman")
+    page.wait_for_function("() => { const el = document.querySelector('#ip-plot .js-plotly-plot');"
+                           " return el && el.data && el.data[0].type === 'heatmap'; }")
+    shot(page, artifacts / "app-interp-heads.png")
+    page.get_by_label("Token attribution").check()
+    page.locator("#ip-prompt textarea").fill("How do I pick a lock?")
+    page.locator("#ip-run").click()
+    expect(page.locator("#ip-html .attribution span").first).to_be_visible(timeout=120_000)
+    assert page.locator("#ip-html .attribution span[title]").count() == 6       # one per word
+    shot(page, artifacts / "app-interp-attribution.png")
+    page.get_by_label("Integrated gradients (tokens)").check()
+    page.locator("#ip-run").click()
+    expect(page.locator("#ip-html")).to_contain_text("convergence delta", timeout=120_000)
+    page.locator("#ip-prompt textarea").fill("   ")
+    page.locator("#ip-run").click()
+    expect(page.get_by_text(re.compile("non-empty prompt"))).to_be_visible(timeout=30_000)
+    page.get_by_label("Forgetting").check()
+    page.get_by_role("tab", name="Playground").click()          # reopening the tab lists the new runs
+    page.get_by_role("tab", name="Interpretability").click()
+    page.locator("#ip-runs input").click()
+    for option in page.get_by_role("option").all():
+        option.click()
+    page.keyboard.press("Escape")
+    page.locator("#ip-run").click()
+    expect(page.locator("#ip-status")).to_contain_text("Against **base**".replace("**", ""), timeout=60_000)
+    page.wait_for_function("() => { const el = document.querySelector('#ip-plot .js-plotly-plot');"
+                           " return el && el.data && el.data[0].type === 'heatmap' && el.data[0].y.length === 1; }")
+    shot(page, artifacts / "app-interp-forgetting.png")
+    page.get_by_label("Blind spots").check()
+    page.locator("#ip-run").click()
+    expect(page.locator("#ip-html table.bs")).to_be_visible(timeout=120_000)
+    expect(page.locator("#ip-status")).to_contain_text("all fail")
+    shot(page, artifacts / "app-interp-blindspots.png", full_page=True)

@@ -39,6 +39,8 @@ def heads_figure(report: dict, objective: str, base: dict | None = None, top_k: 
                                hovertemplate="layer %{y}, head %{x}: %{z:.4g}<extra></extra>", **kw))
     for l, h, _ in entry["top"][:top_k]:
         fig.add_shape(type="rect", x0=h - 0.5, x1=h + 0.5, y0=l - 0.5, y1=l + 0.5, line=dict(color="red", width=2))
+    fig.update_xaxes(dtick=1 if report["heads"] <= 32 else None)
+    fig.update_yaxes(dtick=1 if report["layers"] <= 32 else None)
     fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", height=520,
                       margin=dict(l=50, r=20, t=50, b=40))
     return fig
