@@ -246,3 +246,22 @@ def test_unreachable_hub_falls_back_to_the_offline_default(caplog):
     assert "offline default" in notice and any("offline default" in r.message for r in caplog.records)
     with pytest.raises(Exception, match="neither a local model folder"):
         entry.load_studio("./no/such/model", None, "cpu")
+
+
+def test_interpret_api_attributes_and_names_bad_input(client):
+    from gradio_client.exceptions import AppError
+
+    args = ["Token attribution", "base", "helpful", 4, 0, False, "How do I bake bread?", "Sure, here",
+            "Feature ablation (words)", "(none)", [], 0.8]
+    _, html_out, status, result = client.predict(*args, api_name="/interpret")
+    assert "attribution" in html_out and len(result["scores"]) == 5 and "feature_ablation" in status
+    for changed, message in ((0, "'X'.*not in the list of choices"), (6, "non-empty prompt"),
+                             (8, "'Letters'.*not in the list of choices"), (1, "nope is not in the list of choices")):
+        bad = list(args)
+        bad[changed] = {0: "X", 6: "  ", 8: "Letters", 1: "nope"}[changed]
+        with pytest.raises(AppError, match=message):
+            client.predict(*bad, api_name="/interpret")
+    bad = list(args)
+    bad[0], bad[10] = "Forgetting", ["/etc"]
+    with pytest.raises(AppError, match="'/etc'.*not in the list of choices"):     # gradio's check, then ours
+        client.predict(*bad, api_name="/interpret")

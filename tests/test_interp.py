@@ -210,3 +210,14 @@ def test_cli_heads_and_attribute_write_their_files(studio, tmp_path):
     r = subprocess.run([sys.executable, "-m", "alignx", "interp", "mac", "--out", str(out), *common],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "NegotiaX" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_findings_on_the_tiny_studio(studio, tmp_path):
+    from alignx.interp.findings import findings
+
+    r = findings(studio, n_rows=3, n_prompts=4, top_k=3, draws=2, max_new_tokens=4, cache_dir=tmp_path, log=lambda s: None)
+    assert sum(r["layer_share_harmless"]["expert:harmless"]) == pytest.approx(1.0)
+    top = {tuple(h) for h in r["refusal"]["top5"]["heads"]}
+    assert len(top) == 4 and all(not top & {tuple(h) for h in r["refusal"][f"random{d}"]["heads"]} for d in range(2))
+    assert all(0 <= v["rate"] <= 1 and v["ci95"][0] <= v["rate"] <= v["ci95"][1] for v in r["refusal"].values())
+    assert 0 <= r["overlap"]["jaccard"] <= 1 and r["prompts"] == 4

@@ -6,7 +6,8 @@
 - ``attribute --mode M "PROMPT" [--target TEXT] [--contrast M2]`` -> ``attribution.json`` (``scores``:
   one per prompt word / token) and ``attribution.html``;
 - ``forgetting RUN_DIR ...`` -> ``forgetting.json`` / ``.html`` from eval runs (one of mode base);
-- ``blindspots RUN_DIR ...`` -> ``blindspots.json`` / ``.html``.
+- ``blindspots RUN_DIR ...`` -> ``blindspots.json`` / ``.html``;
+- ``findings`` -> ``findings.json``: refusal layers, harmless vs honest heads, top-5 vs random ablation.
 The MAC analysis (``mac``) comes with NegotiaX: until a NegotiaX model exists the command says so.
 """
 from __future__ import annotations
@@ -47,9 +48,14 @@ def register(sub) -> None:
         else:
             q.add_argument("--threshold", type=float, default=0.8, help="router confidence counted as confident")
         q.set_defaults(needs_model=name == "blindspots")
+    fi = ps.add_parser("findings", help="which layers carry refusal, harmless vs honest heads, top-5 vs random ablation")
+    fi.add_argument("--expert", default="expert:harmless", help="the mode whose heads are ablated")
+    fi.add_argument("--rows", type=int, default=32)
+    fi.add_argument("--prompts", type=int, default=40, help="held-out harmful prompts for the refusal rate")
+    fi.add_argument("--draws", type=int, default=5, help="random 5-head draws")
     m = ps.add_parser("mac", help="the MAC analysis of a NegotiaX model (negotiation weights, pathways)")
     add_mode_arg(m)
-    for q in (h, a, m, *[ps.choices[n] for n in ("forgetting", "blindspots")]):
+    for q in (h, a, m, fi, *[ps.choices[n] for n in ("forgetting", "blindspots")]):
         q.add_argument("--out", required=True, help="folder for the JSON and HTML files")
         q.add_argument("--cache-dir", default=None, help="analysis cache (default <alignx cache>/interp; 'none' = off)")
         q.add_argument("--refresh", action="store_true", help="recompute even when cached")
@@ -115,6 +121,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from alignx.interp import analyses as A
 
+    if cmd == "findings":
+        from alignx.interp.findings import findings
+
+        report = findings(studio, args.expert, args.rows, args.prompts, draws=args.draws, cache_dir=args.cache_dir,
+                          log=lambda s: print(s, file=sys.stderr))
+        write_json(out / "findings.json", report)
+        print(json.dumps({k: report[k] for k in ("refusal_layers_expert", "overlap", "random_mean", "exact_check")}, indent=1))
+        print(json.dumps({k: (v["rate"], v["ci95"]) for k, v in report["refusal"].items()}))
+        return 0
     if cmd == "heads":
         bar, progress = _bar("heads")
         kw = dict(objectives=args.objective, n_rows=args.rows, batch_size=args.batch_size, exact_top_k=args.exact_top_k,

@@ -76,25 +76,26 @@ def folder(directory: str | Path | None = None) -> Path:
 def cached(directory: str | Path | None, analysis: str, ident: dict, params: dict,
            compute: Callable[[], dict], refresh: bool = False) -> dict:
     """The cached result for (analysis, ident, params), else ``compute()`` saved atomically. The
-    result gets ``cache`` = {"key", "path", "hit"}. ``directory`` 'none' disables the cache."""
+    result gets ``cache`` = {"key", "file", "hit"} (not "path": gradio would read that dict as a file).
+    ``directory`` 'none' disables the cache."""
     from alignx.atomic import write_json
 
     k = key(analysis, ident, params)
     if directory is not None and str(directory).lower() == "none":
         out = compute()
-        out["cache"] = {"key": k, "path": None, "hit": False}
+        out["cache"] = {"key": k, "file": None, "hit": False}
         return out
     path = folder(directory) / f"{analysis}-{k}.json"
     if path.is_file() and not refresh:
         try:
             out = json.loads(path.read_text())
-            out["cache"] = {"key": k, "path": str(path), "hit": True}
+            out["cache"] = {"key": k, "file": str(path), "hit": True}
             return out
         except (OSError, json.JSONDecodeError) as exc:     # a damaged file is recomputed, not trusted
             log.warning("ignoring unreadable cache file %s: %s", path, exc)
     out = compute()
     out["ident"], out["params"] = ident, params
     write_json(path, out)
-    out["cache"] = {"key": k, "path": str(path), "hit": False}
+    out["cache"] = {"key": k, "file": str(path), "hit": False}
     return out
 
