@@ -47,7 +47,12 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
     return demo
 
 
+MAX_UPLOAD = "20mb"     # training files and anything else uploaded: larger ones are refused by gradio
+
+
 def launch(demo: gr.Blocks, **kwargs):
-    """``demo.launch`` with the studio's theme and stylesheet (gradio 6 takes both here)."""
+    """``demo.launch`` with the studio's theme and stylesheet (gradio 6 takes both here) and an
+    upload size limit (``MAX_UPLOAD``)."""
     kwargs.setdefault("footer_links", ["api", "settings"])
+    kwargs.setdefault("max_file_size", MAX_UPLOAD)
     return demo.launch(theme=THEME, css_paths=[CSS_FILE], **kwargs)

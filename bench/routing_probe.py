@@ -83,7 +83,7 @@ def main() -> None:
     st = Studio.load(a.model, None, with_router=False)
     m, tok = st.model, st.tokenizer
     if a.cache and Path(a.cache).exists():
-        f = torch.load(a.cache)
+        f = torch.load(a.cache, weights_only=True)     # tensors only: no pickle
         ftr, fte = f["tr"], f["te"]
     else:
         ftr, fte = prompt_features(m, tok, tr_p, LAYERS), prompt_features(m, tok, te_p, LAYERS)
