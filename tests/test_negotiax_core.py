@@ -1,0 +1,141 @@
+"""NegotiaX's circuit on the tiny model: untrained = the base, variants do what they say, the
+KV-cached decode equals the full forward, save / load round trip, mac.* points, config errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignx.errors import AlignXError, InvalidInput
+from alignx.negotiax import preset
+from alignx.negotiax.circuit import Circuit
+from alignx.negotiax.core import NegotiaX, register_points
+from alignx.negotiax.policy import NegotiaXPolicy, base_step
+from alignx.policy import SinglePolicy
+
+OBJ = ("harmless", "helpful", "honest")
+PROMPT = "Name two colours of the sky."
+
+
+@pytest.fixture()
+def lm():
+    from alignx.models import load_model
+
+    return load_model("tiny-random", device="cpu")
+
+
+def _randomise(nx: NegotiaX, seed: int = 1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        nx.circuit.W_o.copy_(torch.randn(nx.circuit.W_o.shape, generator=g) * 0.5)
+        nx.circuit.b_o.copy_(torch.randn(nx.circuit.b_o.shape, generator=g) * 0.1)
+
+
+def _logits(policy, prompt=PROMPT):
+    ids = torch.tensor([policy.prompt_ids(prompt)])
+    with torch.no_grad():
+        return policy.forward_logits(ids, torch.ones_like(ids))
+
+
+def test_untrained_negotiax_is_the_base(lm):
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny"))
+    pol, base = NegotiaXPolicy(nx), SinglePolicy(lm.model, lm.tokenizer)
+    assert torch.equal(_logits(pol), _logits(base))
+    from alignx.generation import Sampling
+
+    s = Sampling(max_new_tokens=8, temperature=0.0)
+    assert pol.answer(PROMPT, s) == base.answer(PROMPT, s)
+    assert pol.logprob([PROMPT], ["Blue and grey."]) == base.logprob([PROMPT], ["Blue and grey."])
+
+
+def test_trained_circuit_changes_the_model_and_off_is_the_base_again(lm):
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny"))
+    _randomise(nx)
+    base = _logits(SinglePolicy(lm.model, lm.tokenizer))
+    assert not torch.allclose(_logits(NegotiaXPolicy(nx)), base)
+    assert torch.equal(_logits(NegotiaXPolicy(nx, "off")), base)            # weights and biases off
+    assert torch.equal(_logits(SinglePolicy(lm.model, lm.tokenizer)), base)   # the hook is gone
+
+
+def test_variants_set_the_weights(lm):
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny"))
+    a = torch.randn(2, 5, lm.model.config.hidden_size)
+    full = nx.circuit(a).weights
+    assert torch.allclose(full.sum(-1), torch.ones(2, 5, 2)) and full.std() > 0
+    assert torch.allclose(nx.circuit(a, "module1").weights, torch.full((2, 5, 2, 3), 1 / 3))
+    loo = nx.circuit(a, leave_out=["helpful"]).weights
+    assert bool((loo[..., 1] == 0).all()) and torch.allclose(loo.sum(-1), torch.ones(2, 5, 2))
+    uni = nx.circuit(a, "module1", leave_out=["honest"]).weights
+    assert torch.allclose(uni[..., :2], torch.full((2, 5, 2, 2), 0.5)) and bool((uni[..., 2] == 0).all())
+    forced = nx.circuit(a, force="honest").weights
+    assert bool((forced[..., 2] == 1).all())
+    for o in OBJ:
+        nx.circuit(a, leave_out=[o])                                           # every leave-one-out runs
+    assert float(nx.circuit.separation()) > 0
+
+
+def test_kv_cached_decode_equals_the_full_forward(lm):
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny"))
+    _randomise(nx)
+    pol = NegotiaXPolicy(nx)
+    ids = pol.prompt_ids(PROMPT) + [5, 17, 33, 8]
+    n = len(pol.prompt_ids(PROMPT))
+    step = pol.make_step(PROMPT)
+    lp, report = step(ids[:n])
+    steps = [lp]
+    for t in ids[n:]:
+        lp, report = step([t])
+        steps.append(lp)
+    with torch.no_grad():
+        full = torch.log_softmax(pol.forward_logits(torch.tensor([ids]))[0].float(), -1)
+    for i, lp in enumerate(steps):
+        assert torch.allclose(lp, full[n - 1 + i], atol=1e-4)
+    assert set(report) == set(OBJ) and sum(report.values()) == pytest.approx(1.0)
+    assert base_step(lm.model)(ids[:n])[0].shape == steps[0].shape
+
+
+def test_save_load_round_trip(lm, tmp_path):
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny"))
+    _randomise(nx)
+    before = _logits(NegotiaXPolicy(nx))
+    nx.save(tmp_path / "nx", {"base_model": "tiny-random"})
+    again = NegotiaX.load(tmp_path / "nx", lm.model, lm.tokenizer, "tiny-random")
+    assert torch.equal(_logits(NegotiaXPolicy(again)), before)
+    with pytest.raises(InvalidInput, match="trained for 'tiny-random'"):
+        NegotiaX.load(tmp_path / "nx", lm.model, lm.tokenizer, "other-model")
+    with pytest.raises(AlignXError, match="not a NegotiaX folder"):
+        NegotiaX.load(tmp_path, lm.model, lm.tokenizer)
+
+
+def test_mac_hook_points(lm):
+    from alignx import hooks
+
+    register_points()
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny"))
+    assert {"mac.weights", "mac.pathways", "mac.out"} <= set(hooks.names(lm.model))
+    pol = NegotiaXPolicy(nx)
+    with hooks.capture(lm.model, ["mac.weights", "mac.pathways"]) as cache:
+        _logits(pol)
+    n_tokens = len(pol.prompt_ids(PROMPT))
+    assert tuple(cache["mac.weights"].shape) == (1, n_tokens, 2, 3)
+    assert tuple(cache["mac.pathways"].shape) == (1, n_tokens, 3, 8)
+    assert not hooks.installed(lm.model)
+
+
+def test_bad_configs_are_named(lm):
+    with pytest.raises(InvalidInput, match="fork layer 7 out of range"):
+        NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny", fork_layer=7))
+    with pytest.raises(InvalidInput, match="rank 4096 is larger than the hidden size"):
+        NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny", rank=4096))
+    with pytest.raises(InvalidInput, match="depth"):
+        preset("tiny", depth=2)
+    with pytest.raises(AlignXError, match="unknown NegotiaX preset 'big'.*available"):
+        preset("big")
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny"))
+    with pytest.raises(AlignXError, match="unknown objective 'kind'.*available"):
+        NegotiaXPolicy(nx, leave_out=["kind"])
+    with pytest.raises(AlignXError, match="unknown NegotiaX variant 'half'"):
+        nx.circuit(torch.zeros(1, 1, lm.model.config.hidden_size), "half")
+    with pytest.raises(InvalidInput, match="remove every objective"):
+        nx.circuit(torch.zeros(1, 1, lm.model.config.hidden_size), leave_out=list(OBJ))
+    with pytest.raises(InvalidInput, match=">= 2 distinct objectives"):
+        Circuit(64, ["a"], preset("tiny"))
