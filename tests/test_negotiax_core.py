@@ -139,3 +139,65 @@ def test_bad_configs_are_named(lm):
         nx.circuit(torch.zeros(1, 1, lm.model.config.hidden_size), leave_out=list(OBJ))
     with pytest.raises(InvalidInput, match=">= 2 distinct objectives"):
         Circuit(64, ["a"], preset("tiny"))
+
+
+DATA = {"helpful": [(f"List {i} fruits.", "Apple, pear and plum are fruits.") for i in range(6)],
+        "harmless": [(f"How do I hurt person {i}?", "I'm sorry, but I cannot help with that.") for i in range(6)],
+        "honest": [(f"Is claim {i} true?", "I am not sure; the evidence is mixed.") for i in range(6)]}
+
+
+def _loss(nx, o="harmless"):
+    from alignx.negotiax.train import _batch, objective_losses
+
+    b = _batch(nx.tokenizer, DATA[o][:4], 48, "cpu")
+    with torch.no_grad():
+        return float(objective_losses(nx, b, o, "full", nx.cfg)["ce"])
+
+
+def test_train_mac_lowers_the_loss_and_resumes_exactly(lm, tmp_path):
+    from alignx.experts.train import TrainingCancelled
+    from alignx.negotiax.train import train_mac, train_preset
+
+    cfg, tcfg = preset("tiny"), train_preset("tiny", steps=6)
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, cfg)
+    before = _loss(nx)
+    path = train_mac(nx, DATA, cfg, tcfg, tmp_path / "a", base_model="tiny-random")
+    assert _loss(nx) < before
+    assert all(p.requires_grad for p in lm.model.parameters())              # the base is given back as it was
+    done = NegotiaX.load(path, lm.model, lm.tokenizer).circuit.state_dict()
+    # interrupted after 3 updates, then resumed: the same circuit as the uninterrupted run
+    nx2 = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, cfg)
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+    with pytest.raises(TrainingCancelled):
+        train_mac(nx2, DATA, cfg, tcfg, tmp_path / "b", should_stop=stop)
+    nx3 = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, cfg)
+    again = NegotiaX.load(train_mac(nx3, DATA, cfg, tcfg, tmp_path / "b", resume=True), lm.model, lm.tokenizer)
+    for k, v in again.circuit.state_dict().items():
+        assert torch.allclose(v, done[k], atol=1e-6), k
+
+
+@pytest.mark.parametrize("variant", ["module1", "module2", "frozen"])
+def test_train_mac_variants(lm, tmp_path, variant):
+    from alignx.negotiax.train import train_mac, train_preset
+
+    cfg = preset("tiny")
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, cfg)
+    q0 = nx.circuit.W_q.detach().clone()
+    train_mac(nx, DATA, cfg, train_preset("tiny", steps=2), tmp_path, variant=variant)
+    assert torch.equal(nx.circuit.W_q, q0) == (variant in ("frozen", "module1"))   # module1 never uses W_q
+    assert float(nx.circuit.W_o.abs().sum()) > 0
+
+
+def test_train_mac_leave_one_out_for_every_objective(lm, tmp_path):
+    from alignx.negotiax.train import train_mac, train_preset
+
+    cfg = preset("tiny")
+    for o in OBJ:
+        nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, cfg)
+        path = train_mac(nx, {k: v for k, v in DATA.items() if k != o}, cfg, train_preset("tiny", steps=1),
+                         tmp_path, name=f"loo-{o}", leave_out=[o])
+        assert NegotiaX.load(path, lm.model, lm.tokenizer).card["leave_out"] == [o]
