@@ -87,7 +87,7 @@ def test_registry_refuses_duplicates_and_names_what_is_available(toy):
 
     with pytest.raises(AlignXError, match="already registered"):
         toy_method.register()
-    with pytest.raises(AlignXError, match=r"unknown method family 'nope'; available: base, expert, mocae, personal, tempered"):
+    with pytest.raises(AlignXError, match=r"unknown method family 'nope'; available: base, expert, mocae, negotiax, personal, tempered"):
         methods.get_family("nope")
 
 
@@ -97,7 +97,7 @@ def test_import_alignx_is_light_and_families_load_lazily():
             "print([f.name for f in methods.families()])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "['base', 'expert', 'mocae', 'personal']"
+    assert out.stdout.strip() == "['base', 'expert', 'mocae', 'personal', 'negotiax']"
 
 
 def test_public_api():

@@ -201,3 +201,28 @@ def test_train_mac_leave_one_out_for_every_objective(lm, tmp_path):
         path = train_mac(nx, {k: v for k, v in DATA.items() if k != o}, cfg, train_preset("tiny", steps=1),
                          tmp_path, name=f"loo-{o}", leave_out=[o])
         assert NegotiaX.load(path, lm.model, lm.tokenizer).card["leave_out"] == [o]
+
+
+def test_trained_circuits_become_modes_of_the_studio(tmp_path):
+    from alignx import methods
+    from alignx.negotiax.train import train_mac, train_preset
+    from alignx.studio import Studio
+
+    studio = Studio.load("tiny-random", None, device="cpu")
+    studio.extras["negotiax_dir"] = tmp_path
+    assert not [m for m in studio.modes() if m.startswith("negotiax")]
+    cfg = preset("tiny")
+    for name, variant in (("full", "full"), ("module1", "module1")):
+        nx = NegotiaX.fresh(studio.model, studio.tokenizer, OBJ, cfg)
+        train_mac(nx, DATA, cfg, train_preset("tiny", steps=2), tmp_path, name=name, variant=variant,
+                  base_model=studio.lm.name)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "card.json").write_text('{"base_model": "another-model"}')
+    assert {"negotiax", "negotiax:module1"} <= set(studio.modes())
+    pol = methods.policy(studio, "negotiax:module1")
+    step = pol.make_step(PROMPT)
+    _, report = step(pol.prompt_ids(PROMPT))
+    assert report == pytest.approx({o: 1 / 3 for o in OBJ})
+    assert methods.policy(studio, "negotiax").answer(PROMPT, __import__("alignx").Sampling(max_new_tokens=3)) is not None
+    with pytest.raises(AlignXError, match="unknown NegotiaX mode 'negotiax:loo-x'"):
+        methods.policy(studio, "negotiax:loo-x")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BUILTIN = {"base": "alignx.methods.builtin", "expert": "alignx.experts.family", "mocae": "alignx.mocae.family",
-            "personal": "alignx.personal.family"}
+            "personal": "alignx.personal.family", "negotiax": "alignx.negotiax.family"}
 ENTRY_POINT_GROUP = "alignx.methods"
 _FAMILIES: dict[str, "Family"] = {}
 _LOCK = threading.RLock()
