@@ -226,3 +226,21 @@ def test_trained_circuits_become_modes_of_the_studio(tmp_path):
     assert methods.policy(studio, "negotiax").answer(PROMPT, __import__("alignx").Sampling(max_new_tokens=3)) is not None
     with pytest.raises(AlignXError, match="unknown NegotiaX mode 'negotiax:loo-x'"):
         methods.policy(studio, "negotiax:loo-x")
+
+
+def test_cli_train_mac_on_the_real_files(tmp_path, data_dir):
+    import json
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "alignx", "train-mac", "--preset", "tiny", "--model", "tiny-random",
+            "--data-dir", str(data_dir), "--out", str(tmp_path)]
+    r = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    card = json.loads((tmp_path / "full" / "card.json").read_text())
+    assert card["steps"] == 3 and card["base_model"] == "tiny-random" and set(card["rows_per_objective"]) == set(OBJ)
+    assert all(loss == loss for _, loss in card["losses"])               # finite: rows cut to nothing are dropped
+    r = subprocess.run(base + ["--fork-layer", "9"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "fork layer 9 out of range" in r.stderr
+    r = subprocess.run(base + ["--leave-out", "honest", "--name", "loo"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and json.loads((tmp_path / "loo" / "card.json").read_text())["leave_out"] == ["honest"]

@@ -10,7 +10,7 @@ import sys
 from alignx.errors import AlignXError
 
 COMMANDS = ["generate", "train_experts", "route", "train_router", "eval", "compare", "sweep", "train_judges", "personal",
-            "interp"]
+            "interp", "train_mac"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -94,6 +94,12 @@ def _batch(tokenizer, rows: Sequence[tuple[str, str]], max_length: int, device) 
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def _fits(tokenizer, row: tuple[str, str], max_length: int) -> bool:
+    from alignx.generation import chat_prompt_ids
+
+    return len(chat_prompt_ids(tokenizer, row[0])) < max_length - 1
+
+
 def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the response tokens (labels != -100), next-token shifted."""
     return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
@@ -134,7 +140,13 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
     if missing:
         raise InvalidInput(f"Train_MAC: no training rows for objective(s) {missing}")
     rng = random.Random(tcfg.seed)
-    rows = {o: rng.sample(list(data[o]), min(len(data[o]), tcfg.rows_per_objective or len(data[o]))) for o in objectives}
+    rows, cut = {}, {}
+    for o in objectives:
+        kept = [r for r in data[o] if _fits(nx.tokenizer, r, tcfg.max_length)]   # a response token survives the cut
+        cut[o] = len(data[o]) - len(kept)
+        if not kept:
+            raise InvalidInput(f"Train_MAC: every {o} row's prompt fills max_length = {tcfg.max_length} tokens")
+        rows[o] = rng.sample(kept, min(len(kept), tcfg.rows_per_objective or len(kept)))
     circuit = nx.circuit
     frozen = {"W_q", "W_k", "e"} if variant == "frozen" else set()
     params = [p for n, p in circuit.named_parameters() if n not in frozen]
@@ -184,7 +196,7 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
         for p in trainable:
             p.requires_grad_(True)
     extra = {"base_model": base_model, "variant": variant, "leave_out": list(leave_out), "training": asdict(tcfg),
-             "rows_per_objective": {o: len(r) for o, r in rows.items()}, "losses": history,
+             "rows_per_objective": {o: len(r) for o, r in rows.items()}, "rows_too_long": cut, "losses": history,
              "wall_time_s": round(time.time() - t0, 1), "command": command, "steps": step}
     path = nx.save(Path(out_dir) / name, extra)
     import shutil

@@ -1,0 +1,64 @@
+"""``train-mac``: Train_MAC, the NegotiaX circuit on each objective's own training data."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "assets" / "negotiax"
+
+
+def register(sub) -> None:
+    from alignx.cli import add_model_args
+    from alignx.negotiax.config import HELP, VARIANTS
+
+    p = sub.add_parser("train-mac", help="train the NegotiaX circuit (Module I pathways + Module II MAC)")
+    p.add_argument("--preset", default="cpu", help="tiny | cpu (default) | paper (circuit and training)")
+    p.add_argument("--variant", default="full", choices=[v for v in VARIANTS if v != "off"],
+                   help="full, or an ablation: module1 (uniform fusion), module2 (no per-objective supervision), "
+                        "frozen (W_q, W_k at random init)")
+    p.add_argument("--leave-out", action="append", default=[], metavar="OBJECTIVE",
+                   help="train without this objective (repeatable): the leave-one-out ablation")
+    p.add_argument("--name", default=None, help="folder name under --out (default: full, the variant, or loo-OBJ)")
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--objectives", default="harmless,helpful,honest")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--fork-layer", type=int, default=None, help=HELP["fork_layer"])
+    p.add_argument("--rank", type=int, default=None, help=HELP["rank"])
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/.work/NAME")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from alignx.models import load_model
+    from alignx.negotiax.config import preset
+    from alignx.negotiax.core import NegotiaX, register_points
+    from alignx.negotiax.train import objective_data, train_mac, train_preset
+
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    cfg = preset(args.preset, fork_layer=args.fork_layer, rank=args.rank, seed=args.seed)
+    tcfg = train_preset(args.preset, steps=args.steps, learning_rate=args.learning_rate, seed=args.seed)
+    name = args.name or ("full" if args.variant == "full" and not args.leave_out
+                         else f"loo-{'-'.join(args.leave_out)}" if args.leave_out else args.variant)
+    lm = load_model(args.model, device=args.device)
+    register_points()
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, objectives, cfg)
+    data = objective_data([o for o in objectives if o not in args.leave_out], args.data_dir, args.seed)
+    bar = tqdm(total=tcfg.steps, desc=f"Train_MAC {name}", unit="step", file=sys.stderr)
+    command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    path = train_mac(nx, data, cfg, tcfg, args.out, name, args.variant, args.leave_out, args.resume, command,
+                     on_step=lambda s, loss: (bar.update(s - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
+                     base_model=lm.name)
+    bar.close()
+    card = json.loads((path / "card.json").read_text())
+    print(json.dumps({k: card.get(k) for k in ("variant", "leave_out", "steps", "parameters", "wall_time_s")}))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
