@@ -114,7 +114,8 @@ def build(ctx: AppContext) -> tuple[gr.Dropdown, list]:
             answer = gr.Textbox(label="Answer", lines=8, max_lines=30, interactive=False, autoscroll=True,
                                 buttons=["copy"], elem_id="pg-answer")
             status = gr.Markdown("", label="status", elem_id="pg-status", elem_classes=["status-line"])
-            weights = gr.HTML("", elem_id="pg-token-weights", padding=False, visible=routed)
+            weights = gr.HTML("", elem_id="pg-token-weights", padding=False,   # MoCaE routes, NegotiaX negotiates
+                              visible=routed or any(m.startswith("negotiax") for m in modes))
         with gr.Column(scale=1, min_width=260, elem_classes=["side-panel"]):
             mode = gr.Dropdown(modes, value=methods.default_mode(ctx.studio), label="Mode", elem_id="pg-mode",
                                info="base model, one expert, or a fusion")
