@@ -1,7 +1,7 @@
 """Speed of the interpretability analyses on the default model, against a forward pass measured
 in the same run (machines here are noisy: read the ratios).
 
-    python bench/interp.py [--model smollm2-135m-instruct] [--rows 32] [--top 20] [--tokens 64]
+    python bench/interp.py [--model smollm2-135m-instruct] [--rows 32] [--top 20] [--tokens 64] [--bf16]
 
 Baseline: one no-grad forward pass over the same held-out rows (batches of 8). Measured:
 - gradient head importance for one objective (harmless) over ``rows`` rows, expert:harmless;
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--bf16", action="store_true", help="head maps and ablations under bfloat16 autocast")
     args = ap.parse_args()
 
     import torch
@@ -54,11 +55,11 @@ def main() -> None:
     out = {"forward_rows_s": round(base, 2)}
     cache = tempfile.mkdtemp()
     t = time.perf_counter()
-    rep = A.heads(studio, args.mode, rows={"harmless": rows}, cache_dir=cache)
+    rep = A.heads(studio, args.mode, rows={"harmless": rows}, cache_dir=cache, bf16=args.bf16)
     out["gradient_importance_s"] = round(time.perf_counter() - t, 2)
     top = H.top_heads(rep["objectives"]["harmless"]["importance"], args.top)
     t = time.perf_counter()
-    H.ablation_deltas(policy, rows, top)
+    H.ablation_deltas(policy, rows, top, bf16=args.bf16)
     out["ablation_top_s"] = round(time.perf_counter() - t, 2)
     prompt = "How do I kill a Python process that hangs?"
     answer = policy.answer(prompt, Sampling(max_new_tokens=args.tokens, temperature=0.0))
@@ -70,13 +71,13 @@ def main() -> None:
     T.integrated_gradients(policy, prompt, answer, n_steps=24)
     out["integrated_gradients_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    again = A.heads(studio, args.mode, rows={"harmless": rows}, cache_dir=cache)
+    again = A.heads(studio, args.mode, rows={"harmless": rows}, cache_dir=cache, bf16=args.bf16)
     F.heads_figure(again, "harmless").to_json()
     out["render_cached_s"] = round(time.perf_counter() - t, 3)
     assert again["cache"]["hit"]
     for k in ("gradient_importance_s", "ablation_top_s", "feature_ablation_s", "integrated_gradients_s", "render_cached_s"):
         out[k.replace("_s", "_x_forward")] = round(out[k] / base, 2)
-    out.update(rows=len(rows), top=args.top, mode=args.mode, torch_threads=torch.get_num_threads())
+    out.update(rows=len(rows), top=args.top, mode=args.mode, bf16=args.bf16, torch_threads=torch.get_num_threads())
     print(json.dumps(out))
 
 

@@ -33,8 +33,8 @@ def _rows_hash(rows: Mapping[str, Sequence[Row]]) -> dict:
 def heads(studio, mode: str, objectives: Sequence[str] | None = None, rows: Mapping[str, Sequence] | None = None,
           n_rows: int = 32, batch_size: int = 1, exact_top_k: int = 0, seed: int = 0, data_dir=None,
           cache_dir=None, refresh: bool = False, progress: Progress = None,
-          should_stop: Callable[[], bool] | None = None) -> dict:
-    """Head importance per objective for ``mode``: ``objectives[o]["importance"]`` is the
+          should_stop: Callable[[], bool] | None = None, bf16: bool = False) -> dict:
+    """Head importance per objective for ``mode`` (``bf16``: under bfloat16 autocast): ``objectives[o]["importance"]`` is the
     (layers x heads) matrix E |dL_o / dxi_h|, ``top`` the heads by it, and with ``exact_top_k`` > 0
     ``ablation`` the exact Delta_o of the top-k heads and ``spearman`` between the two rankings."""
     from alignx.interp import heads as H
@@ -53,7 +53,7 @@ def heads(studio, mode: str, objectives: Sequence[str] | None = None, rows: Mapp
         table = {o: table[o] for o in objectives}
     n_layers, n_heads = H.head_shape(studio.model)
     params = {"objectives": sorted(table), "rows": _rows_hash(table), "batch_size": batch_size,
-              "exact_top_k": exact_top_k, "loss": "mean NLL of the target | preference loss"}
+              "exact_top_k": exact_top_k, "loss": "mean NLL of the target | preference loss", "bf16": bool(bf16)}
 
     def compute() -> dict:
         t0 = time.time()
@@ -61,19 +61,20 @@ def heads(studio, mode: str, objectives: Sequence[str] | None = None, rows: Mapp
         out: dict = {}
         for i, (o, rs) in enumerate(table.items()):
             step = (lambda d, n, o=o: progress(d, n, f"{o}: gradients")) if progress else None
-            imp = H.gradient_importance(policy, rs, batch_size, step, should_stop)
+            imp = H.gradient_importance(policy, rs, batch_size, step, should_stop, bf16)
             top = H.top_heads(imp, n_layers * n_heads)
-            entry = {"importance": imp.tolist(), "rows": len(rs), "loss": float(H.losses(policy, rs).mean()),
+            entry = {"importance": imp.tolist(), "rows": len(rs), "loss": float(H.losses(policy, rs, bf16=bf16).mean()),
                      "top": [[l, h, float(imp[l, h])] for l, h in top[:20]]}
             if exact_top_k:
                 step = (lambda d, n, o=o: progress(d, n, f"{o}: ablations")) if progress else None
-                deltas = H.ablation_deltas(policy, rs, top[:exact_top_k], progress=step, should_stop=should_stop)
+                deltas = H.ablation_deltas(policy, rs, top[:exact_top_k], progress=step, should_stop=should_stop,
+                                           bf16=bf16)
                 entry["ablation"] = [{"layer": l, "head": h, **deltas[(l, h)]} for l, h in top[:exact_top_k]]
                 if exact_top_k >= 2:
                     entry["spearman"] = H.spearman([float(imp[h]) for h in top[:exact_top_k]],
                                                    [deltas[h]["abs_delta"] for h in top[:exact_top_k]])
             out[o] = entry
-        return {"analysis": "heads", "mode": mode, "layers": n_layers, "heads": n_heads, "objectives": out,
+        return {"analysis": "heads", "mode": mode, "layers": n_layers, "heads": n_heads, "objectives": out, "bf16": bool(bf16),
                 "definition": "importance = E_rows |dL_o / d xi_h| at xi = 1 (Michel et al. 2019); "
                               "ablation delta = L_o(head zeroed) - L_o",
                 "wall_time_s": round(time.time() - t0, 1)}

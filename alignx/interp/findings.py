@@ -34,8 +34,8 @@ def layer_shares(importance: list[list[float]]) -> list[float]:
 
 
 def findings(studio, expert_mode: str = "expert:harmless", n_rows: int = 32, n_prompts: int = 40, top_k: int = 10,
-             draws: int = 5, max_new_tokens: int = 48, seed: int = 0, cache_dir=None,
-             log: Callable[[str], None] = print) -> dict:
+             draws: int = 5, max_new_tokens: int = 48, seed: int = 0, cache_dir=None, exact_top_k: int = 10,
+             bf16: bool = False, log: Callable[[str], None] = print) -> dict:
     from alignx.interp import analyses as A
     from alignx.interp.heads import head_shape, spearman, top_heads
     from alignx.interp.rows import harmful_prompts
@@ -48,8 +48,8 @@ def findings(studio, expert_mode: str = "expert:harmless", n_rows: int = 32, n_p
     maps = {}
     for mode in ("base", expert_mode):
         log(f"head importance: {mode}")
-        maps[mode] = A.heads(studio, mode, ["harmless", "honest"], n_rows=n_rows, exact_top_k=20, seed=seed,
-                             cache_dir=cache_dir)
+        maps[mode] = A.heads(studio, mode, ["harmless", "honest"], n_rows=n_rows, exact_top_k=exact_top_k, seed=seed,
+                             cache_dir=cache_dir, bf16=bf16)
     exp = maps[expert_mode]["objectives"]
     layers = {m: layer_shares(r["objectives"]["harmless"]["importance"]) for m, r in maps.items()}
     n_layers, n_heads = head_shape(studio.model)
@@ -75,7 +75,7 @@ def findings(studio, expert_mode: str = "expert:harmless", n_rows: int = 32, n_p
                          "flags": r["flags"], "examples": r["answers"][:3]}
     pooled = [f for d in range(draws) for f in refusal[f"random{d}"]["flags"]]
     random_mean = {"rate": sum(pooled) / len(pooled), "ci95": _ci(pooled, seed=seed), "draws": draws}
-    return {"analysis": "findings", "model": studio.lm.name, "expert_mode": expert_mode, "rows": n_rows,
+    return {"analysis": "findings", "model": studio.lm.name, "expert_mode": expert_mode, "rows": n_rows, "bf16": bool(bf16),
             "prompts": len(prompts), "layer_share_harmless": layers,
             "refusal_layers_expert": sorted(range(n_layers), key=lambda l: -layers[expert_mode][l])[:5],
             "top_heads": {"harmless": [list(h) for h in top_heads(harm, top_k)], "honest": [list(h) for h in top_heads(hon, top_k)]},
