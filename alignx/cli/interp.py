@@ -110,16 +110,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     studio = _studio(args)
     if cmd == "blindspots":
-        from alignx.experts.latent_map import load_map
-        from alignx.interp.blindspots import blind_spots
+        from alignx.interp.blindspots import blind_spots, latent_map_of
 
         report = blind_spots(args.runs, studio, args.threshold)
         write_json(out / "blindspots.json", report)
-        try:
-            latent = load_map(studio.experts_dir) if studio.experts_dir else None
-        except Exception:
-            latent = None
-        F.write_html(F.blindspots_figure(report, latent), out / "blindspots.html")
+        F.write_html(F.blindspots_figure(report, latent_map_of(studio)), out / "blindspots.html")
         print(json.dumps(report["counts"]))
         return 0
     from alignx.interp import analyses as A

@@ -87,7 +87,7 @@ def blind_spots(folders: Sequence[str | Path], studio=None, threshold: float = 0
     if mocae is not None:
         expert_objective = {o.expert: o.name for o in studio.objectives}
         todo = [k for k in items if k[0] in TASK_OBJECTIVE and prompts.get(k)]
-        routes = _routes(studio, sorted({prompts[k] for k in todo})[:limit] if limit else sorted({prompts[k] for k in todo}))
+        routes = _routes(studio, sorted({prompts[k] for k in todo})[:limit])
         for k in todo:
             route = routes.get(prompts[k])
             if route is None:
@@ -108,16 +108,24 @@ def blind_spots(folders: Sequence[str | Path], studio=None, threshold: float = 0
                        "all_fail": len(all_fail)}}
 
 
+def latent_map_of(studio) -> dict | None:
+    """The studio's held-out latent map, or None when none is shipped (positions are then left out)."""
+    from alignx.errors import MissingFile
+    from alignx.experts.latent_map import load_map
+
+    try:
+        return load_map(studio.experts_dir) if studio.experts_dir else None
+    except MissingFile:
+        return None
+
+
 def _routes(studio, prompts: Sequence[str]) -> dict[str, dict]:
     """prompt -> {probabilities, cluster, x, y} (x, y: the latent-map position, when it exists)."""
     import torch
 
-    from alignx.experts.latent_map import load_map, project_2d
+    from alignx.experts.latent_map import project_2d
 
-    try:
-        latent_map = load_map(studio.experts_dir) if studio.experts_dir else None
-    except Exception:            # no map shipped: positions are left out, routes still given
-        latent_map = None
+    latent_map = latent_map_of(studio)
     out = {}
     for p in prompts:
         r = studio.mocae.route(p)

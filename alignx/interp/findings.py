@@ -22,10 +22,10 @@ from typing import Callable
 from alignx.errors import InvalidInput
 
 
-def _ci(flags: list[float], n_boot: int = 1000, seed: int = 0) -> list[float]:
-    rng = random.Random(seed)
-    means = sorted(sum(flags[rng.randrange(len(flags))] for _ in flags) / len(flags) for _ in range(n_boot))
-    return [means[int(0.025 * (n_boot - 1))], means[int(0.975 * (n_boot - 1))]]
+def _ci(flags: list[float], seed: int = 0) -> list[float]:
+    from alignx.eval.metrics import bootstrap_ci
+
+    return list(bootstrap_ci(flags, 1000, seed))
 
 
 def layer_shares(importance: list[list[float]]) -> list[float]:

@@ -15,7 +15,6 @@ objective is Delta L_o(m) = E_r [L_o(r; m) - L_o(r; base)] over the objective's 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -65,12 +64,13 @@ def load_runs(folders: Sequence[str | Path]) -> dict[str, dict]:
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """(mean(a - b), lo, hi): percentile CI of the mean paired difference."""
+    from alignx.eval.metrics import bootstrap_ci
+
     d = [x - y for x, y in zip(a, b)]
     if not d:
         raise InvalidInput("paired_bootstrap needs at least one pair")
-    rng = random.Random(seed)
-    means = sorted(sum(d[rng.randrange(len(d))] for _ in d) / len(d) for _ in range(n_boot))
-    return sum(d) / len(d), means[int(0.025 * (n_boot - 1))], means[int(0.975 * (n_boot - 1))]
+    lo, hi = bootstrap_ci(d, n_boot, seed)
+    return sum(d) / len(d), lo, hi
 
 
 def _delta(run: dict, base: dict, metric: str, n_boot: int, seed: int) -> dict | None:

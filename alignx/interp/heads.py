@@ -54,7 +54,7 @@ def check_heads(model, heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]
     return out
 
 
-def _encode(policy, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _encode(policy, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """Right-padded ids (2B rows when the rows are preference rows: chosen then rejected), mask,
     the response-token mask over next-token positions (B', L-1) and the pair flag."""
     tok, eos = policy.tokenizer, policy.tokenizer.eos_token_id
@@ -75,19 +75,19 @@ def _encode(policy, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor, to
     target = torch.zeros(len(seqs), width - 1)
     for b, (s, st) in enumerate(zip(seqs, starts)):
         target[b, st - 1:len(s) - 1] = 1.0
-    return ids, mask, target, None if not pairs else torch.tensor(True)
+    return ids, mask, target, pairs
 
 
 def row_losses(policy, rows: Sequence[Row]) -> torch.Tensor:
     """(B,) L_o per row (differentiable): mean response NLL, or the pair's preference loss."""
     ids, mask, target, pairs = _encode(policy, rows)
     dev = policy.device
-    prompts = [r.prompt for r in rows] * (2 if pairs is not None else 1)
+    prompts = [r.prompt for r in rows] * (2 if pairs else 1)
     context = policy.prepare(prompts)
     first = int(target.sum(0).nonzero()[0])          # no logits before the first response token (LM head cost)
     target = target[:, first:].to(dev)
     lp = policy.token_logprobs(ids.to(dev), mask.to(dev), first, **context).float() * target
-    if pairs is None:
+    if not pairs:
         return -lp.sum(1) / target.sum(1)
     total = lp.sum(1)
     n = len(rows)

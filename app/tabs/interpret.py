@@ -4,6 +4,7 @@ shows at once). Eval runs are picked from the runs and results folders (no free 
 """
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -101,24 +102,19 @@ class Interpret:
         return F.forgetting_figure(report), "", f"Against **{report['base']}**: {len(report['modes'])} modes", report
 
     def blindspots(self, runs, threshold, progress: gr.Progress):
-        from alignx.experts.latent_map import load_map
-        from alignx.interp.blindspots import blind_spots
+        from alignx.interp.blindspots import blind_spots, latent_map_of
 
         try:
             report = blind_spots(self._runs(runs), self.studio, float(threshold))
         except AlignXError as exc:
             raise gr.Error(str(exc)) from None
-        try:
-            latent = load_map(self.studio.experts_dir) if self.studio.experts_dir else None
-        except AlignXError:
-            latent = None
         rows = "".join(f"<tr><td>{k}</td><td>{e['task']}</td><td>{json.dumps(e.get('route_cluster'))}</td>"
-                       f"<td>{__import__('html').escape((e.get('prompt') or '')[:140])}</td></tr>"
+                       f"<td>{html.escape((e.get('prompt') or '')[:140])}</td></tr>"
                        for k in ("confident_wrong", "fused_worse", "all_fail") for e in report[k][:40])
         table = (f"<table class='bs'><tr><th>kind</th><th>task</th><th>cluster</th><th>prompt</th></tr>{rows}</table>"
                  if rows else "<p>No blind spots in these runs.</p>")
         counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report["counts"].items())
-        return F.blindspots_figure(report, latent), table, f"{report['items']} items · {counts}", report
+        return F.blindspots_figure(report, latent_map_of(self.studio)), table, f"{report['items']} items · {counts}", report
 
     def _runs(self, runs) -> list[str]:
         allowed = {path for _, path in eval_runs(self.ctx)}
