@@ -275,3 +275,38 @@ def test_balanced_router_fit_does_not_out_vote_the_smaller_axis():
     zz = torch.randn(60, 8, generator=g)
     a, b = Router.fit(zz, same, 3, steps=20)[0], Router.fit(zz, same, 3, steps=20, balanced=True)[0]
     assert torch.allclose(a.weight, b.weight, atol=1e-6)
+
+
+def test_shared_trunk_equals_the_full_expert_batch(tmp_path):
+    """Experts only in the top layers: the stacked path runs the layers below the fork once and
+    forks there; decode steps (with and without the re-routing base row), padded teacher-forced
+    mixture log-probs and batched generation equal peft's full expert batch."""
+    from alignx.generation import Sampling
+    from alignx.hooks import backbone
+    from alignx.mocae.fusion import mixture_generate, mixture_token_logprobs
+    from alignx.mocae.stacked import StackedLoRA
+
+    n_layers = len(backbone(load_model("tiny-random").model).layers)
+    tiny_studio.make_random_experts(tmp_path, AXES, seed=3, layers=range(n_layers // 2, n_layers))
+    st = Studio.load("tiny-random", tmp_path, with_router=False)
+    model, temps, w = st.model, [1.0, 0.8, 1.2], torch.tensor([0.2, 0.5, 0.3])
+    stacked = StackedLoRA(model, AXES)
+    assert stacked.fork == n_layers // 2 > 0
+    reroute = lambda h: torch.softmax(h[:, :3].sum(0), -1)  # noqa: E731
+    for rr in (None, reroute):
+        a, b = LogitFusionStep(model, AXES, temps, w, rr, stacked), LogitFusionStep(model, AXES, temps, w, rr, None)
+        for feed in (st.policy("base").prompt_ids("hello there"), [7], [11]):
+            (la, wa), (lb, wb) = a(feed), b(feed)
+            assert torch.allclose(la, lb, atol=1e-5) and wa == pytest.approx(wb, abs=1e-6)
+    ids = torch.tensor([[5, 9, 13, 2, 8], [0, 0, 4, 6, 3]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        x = mixture_token_logprobs(model, AXES, temps, w, ids, mask, 1, stacked)
+        y = mixture_token_logprobs(model, AXES, temps, w, ids, mask, 1, None)
+    assert torch.allclose(x, y, atol=1e-5)
+    wb2 = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    kw = dict(sampling=Sampling(max_new_tokens=5), eos=set(), pad=0)
+    assert mixture_generate(model, AXES, temps, wb2, ids, mask, stacked=stacked, **kw) == \
+        mixture_generate(model, AXES, temps, wb2, ids, mask, stacked=None, **kw)
+    layer = backbone(model).layers[stacked.fork]
+    assert not layer._forward_pre_hooks and all("forward" not in m.__dict__ for m, _, _ in stacked.layers)

@@ -224,6 +224,11 @@ def test_trained_circuits_become_modes_of_the_studio(tmp_path):
     _, report = step(pol.prompt_ids(PROMPT))
     assert report == pytest.approx({o: 1 / 3 for o in OBJ})
     assert methods.policy(studio, "negotiax").answer(PROMPT, __import__("alignx").Sampling(max_new_tokens=3)) is not None
+    assert {f"negotiax:without-{o}" for o in OBJ} <= set(studio.modes())       # inference-time leave-one-out
+    for o in OBJ:
+        pol = methods.policy(studio, f"negotiax:without-{o}")
+        _, report = pol.make_step(PROMPT)(pol.prompt_ids(PROMPT))
+        assert report[o] == 0.0 and sum(report.values()) == pytest.approx(1.0)
     with pytest.raises(AlignXError, match="unknown NegotiaX mode 'negotiax:loo-x'"):
         methods.policy(studio, "negotiax:loo-x")
 

@@ -16,7 +16,8 @@ import torch
 THREE = ("harmless", "helpful", "honest")
 
 
-def make_random_experts(folder: Path, names: Sequence[str] = THREE, seed: int = 0) -> None:
+def make_random_experts(folder: Path, names: Sequence[str] = THREE, seed: int = 0,
+                        layers: Sequence[int] | None = None) -> None:
     from peft import LoraConfig, get_peft_model
 
     from alignx.experts.io import write_json_atomic
@@ -26,7 +27,8 @@ def make_random_experts(folder: Path, names: Sequence[str] = THREE, seed: int = 
         lm = load_model("tiny-random")
         torch.manual_seed(seed + i)
         cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, task_type="CAUSAL_LM",
-                         target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"])
+                         target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+                         layers_to_transform=list(layers) if layers is not None else None)
         model = get_peft_model(lm.model, cfg)
         with torch.no_grad():
             for n, p in model.named_parameters():

@@ -104,12 +104,28 @@ class AdapterFusionStep:
 def expert_forward(model, stacked, names: list[str], per_expert: int, **kwargs):
     """One forward over expert-major rows: ``stacked`` (a ``StackedLoRA``) or peft's ``adapter_names``.
 
+    ``kwargs`` hold ``per_expert`` rows (the first group); the rows of ``names`` are built from
+    them: on the stacked path once, below the shared trunk's fork, then repeated at the fork
+    (``StackedLoRA.active(trunk=...)``); on peft's path repeated up front.
     While a hook sits on a LoRA submodule (``alignx.hooks.lora_hooked``) the stacked path, which
     bypasses those submodules, is left for peft's, so ``blocks.*.lora.*`` hooks see every row."""
+    k = len(names) // per_expert
     if stacked is None or lora_hooked(model):
-        return model(adapter_names=names, **kwargs)
-    with stacked.active(per_expert):
+        return model(adapter_names=names, **_repeated(kwargs, k))
+    if stacked.fork == 0:                                   # LoRA from the first layer: no trunk to share
+        with stacked.active(per_expert):
+            return model(**_repeated(kwargs, k))
+    with stacked.active(per_expert, trunk=k):
         return model(**kwargs)
+
+
+def _repeated(kwargs: dict, k: int) -> dict:
+    """The batched inputs of a forward repeated k times along the rows (copy-major)."""
+    out = dict(kwargs)
+    for key in ("input_ids", "inputs_embeds", "attention_mask", "position_ids"):
+        if out.get(key) is not None:
+            out[key] = out[key].repeat(k, *([1] * (out[key].dim() - 1)))
+    return out
 
 
 class LogitFusionStep:
@@ -126,7 +142,7 @@ class LogitFusionStep:
     @torch.inference_mode()
     def __call__(self, ids: Sequence[int]):
         device = next(self.model.parameters()).device
-        x = torch.tensor([list(ids)] * len(self.rows), device=device)
+        x = torch.tensor([list(ids)], device=device)        # one row: expert_forward forks it
         last = [hidden_state_name(self.model, -1)] if self.reroute is not None else []   # the final-norm output
         with model_lock(self.model), capture(self.model, last) as seen:
             out = expert_forward(self.model, self.stacked, self.rows, 1, input_ids=x, use_cache=True,
@@ -151,12 +167,11 @@ def expert_logprobs(model, experts: Sequence[str], temperatures: Sequence[float]
     x = input_ids if input_ids is not None else inputs_embeds
     n, b = len(experts), x.shape[0]
     names = [e for e in experts for _ in range(b)]
-    kw: dict = {"logits_to_keep": logits_to_keep,
-                "attention_mask": None if attention_mask is None else attention_mask.repeat(n, 1)}
+    kw: dict = {"logits_to_keep": logits_to_keep, "attention_mask": attention_mask}
     if input_ids is not None:
-        kw["input_ids"] = input_ids.repeat(n, 1)
+        kw["input_ids"] = input_ids
     else:
-        kw["inputs_embeds"] = inputs_embeds.repeat(n, 1, 1)
+        kw["inputs_embeds"] = inputs_embeds
     with model_lock(model):
         logits = expert_forward(model, stacked, names, b, **kw).logits.float()
     temps = torch.tensor(list(temperatures), device=logits.device).repeat_interleave(b)[:, None, None]
@@ -202,7 +217,7 @@ def mixture_generate(model, experts: Sequence[str], temperatures: Sequence[float
     n, b = len(experts), ids.shape[0]
     device = ids.device
     names = [e for e in experts for _ in range(b)]
-    x, m = ids.repeat(n, 1), mask.repeat(n, 1)
+    x, m = ids, mask                                       # B rows: expert_forward forks them
     pos = (m.cumsum(-1) - 1).clamp_min(0)
     temps = torch.tensor(list(temperatures), dtype=torch.float32, device=device).repeat_interleave(b)[:, None]
     logw = torch.log(w.float().clamp_min(1e-12)).T.to(device)[:, :, None]            # (n, B, 1)
@@ -225,7 +240,7 @@ def mixture_generate(model, experts: Sequence[str], temperatures: Sequence[float
                 out[j].append(t)
         if all(done):
             break
-        x = torch.tensor(nxt, device=device).repeat(n)[:, None]
+        x = torch.tensor(nxt, device=device)[:, None]
         m = torch.cat([m, torch.ones_like(m[:, :1])], dim=1)
         pos = pos[:, -1:] + 1
     return out

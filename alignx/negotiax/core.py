@@ -46,6 +46,7 @@ class NegotiaX:
         p = next(model.parameters())
         circuit.to(p.device)
         _BY_MODEL[_root(model)] = self
+        register_points()                       # idempotent: the mac.* points resolve for this model
 
     @classmethod
     def fresh(cls, model, tokenizer, objectives: Sequence[str], cfg: NegotiaXConfig) -> "NegotiaX":

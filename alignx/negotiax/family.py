@@ -2,7 +2,9 @@
 
 Circuits live in ``assets/negotiax/<name>/`` (``studio.extras["negotiax_dir"]`` overrides): the
 full model is mode ``negotiax`` (folder ``full``), every other folder (an ablation: ``module1``,
-``module2``, ``frozen``, ``loo-<objective>``) is mode ``negotiax:<name>``. Only circuits whose card
+``module2``, ``frozen``, ``loo-<objective>``) is mode ``negotiax:<name>``, and the full circuit also
+serves ``negotiax:without-<objective>``: the same weights with that pathway removed from the
+negotiation at inference (its alpha exactly 0, the others renormalised). Only circuits whose card
 names the served base model are listed. A circuit is loaded on first use and kept in
 ``studio.extras["negotiax"]``; its ``mac.*`` hook points exist from then on.
 """
@@ -17,6 +19,7 @@ from alignx.methods.registry import Family, Mode, register
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "negotiax"
 FULL = "full"
+WITHOUT = "without-"
 _LOCK = threading.Lock()
 
 
@@ -38,6 +41,9 @@ def available(studio) -> dict[str, Path]:
             continue
         if (folder / "circuit.safetensors").is_file() and card.get("base_model") == studio.lm.name:
             out[mode_name(folder.name)] = folder
+            if folder.name == FULL:
+                for o in card.get("objectives") or ():
+                    out[f"negotiax:{WITHOUT}{o}"] = folder
     return out
 
 
@@ -58,8 +64,15 @@ class NegotiaXFamily(Family):
     rank = 5
 
     def modes(self, studio) -> list[Mode]:
-        return [Mode(m, self.name, "NegotiaX: objective pathways negotiated per token" if m == "negotiax"
-                     else f"NegotiaX ablation {m.split(':', 1)[1]}") for m in available(studio)]
+        def about(m: str) -> str:
+            if m == "negotiax":
+                return "NegotiaX: objective pathways negotiated per token"
+            tail = m.split(":", 1)[1]
+            if tail.startswith(WITHOUT):
+                return f"NegotiaX without the {tail[len(WITHOUT):]} pathway (left out at inference)"
+            return f"NegotiaX ablation {tail}"
+
+        return [Mode(m, self.name, about(m)) for m in available(studio)]
 
     def owns(self, mode: str) -> bool:
         return mode == "negotiax" or mode.startswith("negotiax:")
@@ -73,7 +86,11 @@ class NegotiaXFamily(Family):
             raise unknown("NegotiaX mode", mode, found or ["(none trained for this base model: python -m alignx train-mac)"])
         nx = load(studio, found[mode])
         variant = "module1" if nx.card.get("variant") == "module1" else "full"   # the others differ only in training
-        return NegotiaXPolicy(nx, variant, nx.card.get("leave_out") or (), mode)
+        leave_out = list(nx.card.get("leave_out") or ())
+        tail = mode.split(":", 1)[1] if ":" in mode else ""
+        if tail.startswith(WITHOUT):
+            leave_out.append(tail[len(WITHOUT):])
+        return NegotiaXPolicy(nx, variant, leave_out, mode)
 
 
 register(NegotiaXFamily())

@@ -40,6 +40,7 @@ class MACTraining:
     rows_per_objective: int | None = 800
     save_steps: int = 50
     seed: int = 0
+    bf16: bool = False           # bfloat16 autocast for the forward passes (the circuit's weights stay fp32)
 
     def __post_init__(self) -> None:
         for f in ("steps", "batch_size", "max_length", "save_steps"):
@@ -179,7 +180,8 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
             for o in objectives:
                 batch = _batch(nx.tokenizer, step_rng.sample(rows[o], min(tcfg.batch_size, len(rows[o]))),
                                tcfg.max_length, device)
-                terms = objective_losses(nx, batch, o, variant, cfg, leave_out)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
+                    terms = objective_losses(nx, batch, o, variant, cfg, leave_out)
                 total = total + terms["ce"] + cfg.identify * terms.get("identify", 0.0) + cfg.own_path * terms.get("own", 0.0)
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -187,9 +189,9 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
             opt.step()
             sched.step()
             step += 1
-            history.append((step, float(total)))
+            history.append((step, float(total.detach())))
             if on_step:
-                on_step(step, float(total))
+                on_step(step, history[-1][1])
             if step % tcfg.save_steps == 0 and step < tcfg.steps:
                 _checkpoint(ckpt, circuit, opt, sched, step, history)
     finally:
