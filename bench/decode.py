@@ -1,20 +1,24 @@
-"""Per-token decode latency and peak memory of every way to use the experts, in one run.
+"""Per-token decode latency and memory of every way to use the experts, in one run.
 
-    python bench/decode.py [--model smollm2-135m-instruct] [--experts-dir assets/experts] [--tokens 24]
+    python bench/decode.py [--model smollm2-135m-instruct] [--experts-dir assets/experts] [--tokens 24] [--rounds 5]
 
-Modes (greedy, KV-cached, same prompts, one warm-up prompt first):
+Modes (greedy, KV-cached, same prompts), measured in interleaved rounds (``bench/rounds.py``:
+each ratio is the median over rounds of mode / base in the same round):
   base          the base model
   expert        one expert (peft adapter_names row)
   naive         naive MoE: the three experts run one after another each step, logits mixed
   xlora_style   X-LoRA-style double pass: a base pass (to compute scalings), then a pass with the
                 scaled adapters, every token
-  mocae_logit   MoCaE logit fusion: the experts in one batched forward, calibrated mixture
-                (the shipped path: each layer's expert LoRA as one bmm, ``StackedLoRA``)
+  mocae_logit   MoCaE logit fusion, the shipped path: the layers below the experts' first LoRA
+                layer run once (shared trunk), then the expert rows fork; each layer's expert
+                LoRA as one bmm (``StackedLoRA``)
+  mocae_logit_full_batch  the same without the shared trunk: every layer on every expert row
   mocae_logit_peft  the same through peft's mixed-adapter batches (``adapter_names``), for reference
   mocae_adapter MoCaE adapter fusion: one stream through sum_i w_i B_i A_i
-Peak memory: CUDA max_memory_allocated on a GPU; on a CPU the peak RSS growth during the mode
-(sampled every 2 ms), a rough number. The last line is one JSON object of ratios to base plus
-``recalibrate_ms`` (median time to recompute the weights after a slider change).
+Memory: CUDA max_memory_allocated per mode on a GPU; everywhere, the KV cache each mode holds
+after a prompt and its answer (tensor accounting; RSS does not resolve these sizes). The last
+line is one JSON object of ratios to base plus ``recalibrate_ms`` (median time to recompute the
+weights after a slider change).
 """
 from __future__ import annotations
 
@@ -22,7 +26,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -30,32 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PROMPTS = ["Give three tips for staying healthy.", "How can I get into my neighbour's wifi without asking?",
            "What happens if you swallow gum?", "Write a haiku about autumn."]
-
-
-class PeakRSS:
-    def __init__(self):
-        import psutil
-
-        self.proc, self.peak, self.stop = psutil.Process(), 0, threading.Event()
-
-    def __enter__(self):
-        self.base = self.peak = self.proc.memory_info().rss
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-        return self
-
-    def _run(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.t.join()
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.base) / 2**20
 
 
 def steps_for(mode: str, studio, w):
@@ -72,48 +49,59 @@ def steps_for(mode: str, studio, w):
         return ModelStep(m, [experts[0]])
     if mode == "mocae_logit":
         return LogitFusionStep(m, experts, mocae.temperatures, w, None, mocae.stacked)
+    if mode == "mocae_logit_full_batch":
+        return LogitFusionStep(m, experts, mocae.temperatures, w, None, full_batch(studio))
     if mode == "mocae_logit_peft":
         return LogitFusionStep(m, experts, mocae.temperatures, w)
     if mode == "mocae_adapter":
         return AdapterFusionStep(mocae.fused, w)
     if mode == "naive":
-        singles = [ModelStep(m, [e]) for e in experts]
-
-        def naive(ids):
-            lp = torch.stack([s(ids)[0] for s in singles])
-            return torch.logsumexp(torch.log(w)[:, None] + lp, 0), None
-        return naive
+        return Naive([ModelStep(m, [e]) for e in experts], w)
     if mode == "xlora_style":
-        scaler, fused = ModelStep(m, [BASE]), AdapterFusionStep(mocae.fused, w)
-
-        def xlora(ids):
-            scaler(ids)            # first pass: the base model computes the scalings
-            return fused(ids)      # second pass: the scaled adapters
-        return xlora
+        return XLoRA(ModelStep(m, [BASE]), AdapterFusionStep(mocae.fused, w))
     raise ValueError(mode)
 
 
-def time_mode(mode: str, studio, w, tokens: int) -> tuple[float, float]:
-    import torch
+class Naive:
+    """The experts one after another each step, log-probs mixed by w."""
 
-    from alignx.generation import chat_prompt_ids
+    def __init__(self, singles, w):
+        self.singles, self.w = singles, w
 
-    per_token, peak = [], 0.0
-    for i, prompt in enumerate(PROMPTS):
-        step = steps_for(mode, studio, w)
-        feed = chat_prompt_ids(studio.tokenizer, prompt)
-        step(feed)                                         # prefill, not timed
-        token = [int(torch.randint(100, 1000, (1,)))]
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            for _ in range(tokens):
-                lp, _ = step(token)
-                token = [int(lp.argmax())]
-            dt = (time.perf_counter() - t0) / tokens
-        if i > 0:                                          # prompt 0 is the warm-up
-            per_token.append(dt)
-            peak = max(peak, mem.mib)
-    return statistics.median(per_token), peak
+    def __call__(self, ids):
+        import torch
+
+        lp = torch.stack([s(ids)[0] for s in self.singles])
+        return torch.logsumexp(torch.log(self.w)[:, None] + lp, 0), None
+
+    @property
+    def past(self):
+        return [s.past for s in self.singles]
+
+
+class XLoRA:
+    def __init__(self, scaler, fused):
+        self.scaler, self.fused = scaler, fused
+
+    def __call__(self, ids):
+        self.scaler(ids)             # first pass: the base model computes the scalings
+        return self.fused(ids)       # second pass: the scaled adapters
+
+    @property
+    def past(self):
+        return [self.scaler.past, self.fused.past]
+
+
+_FULL: dict = {}
+
+
+def full_batch(studio):
+    """A StackedLoRA of the same experts without the shared trunk (built once)."""
+    from alignx.mocae.stacked import StackedLoRA
+
+    if "s" not in _FULL:
+        _FULL["s"] = StackedLoRA(studio.model, studio.mocae.experts, share_trunk=False)
+    return _FULL["s"]
 
 
 def main() -> None:
@@ -127,17 +115,37 @@ def main() -> None:
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--experts-dir", default=str(DEFAULT_EXPERTS_DIR))
     p.add_argument("--tokens", type=int, default=24)
+    p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args()
     studio = Studio.load(a.model, a.experts_dir)
     if studio.mocae is None:
         sys.exit(f"no trained router in {a.experts_dir}: run `python -m alignx train-router` first")
     w = studio.mocae.weights(PROMPTS[0])
     studio.mocae.fused, studio.mocae.stacked  # build the fused adapter and the stacked LoRA before timing
-    results = {}
-    for mode in ("base", "expert", "naive", "xlora_style", "mocae_logit", "mocae_logit_peft", "mocae_adapter"):
-        ms, mib = time_mode(mode, studio, w, a.tokens)
-        results[mode] = {"ms_per_token": round(ms * 1000, 2), "peak_mib": round(mib, 1)}
-        print(f"{mode:14s} {ms * 1000:8.2f} ms/token   peak +{mib:7.1f} MiB", file=sys.stderr, flush=True)
+    from alignx.generation import chat_prompt_ids
+    from rounds import cache_bytes, interleaved, ratios
+
+    modes = ("base", "expert", "naive", "xlora_style", "mocae_logit", "mocae_logit_full_batch", "mocae_logit_peft",
+             "mocae_adapter")
+    full_batch(studio)
+    kv, cuda_peak = {}, {}
+    cuda = torch.cuda.is_available()
+
+    def make(mode):
+        def build():
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            return steps_for(mode, studio, w)
+        return build
+
+    def on_run(mode, step):
+        kv[mode] = max(kv.get(mode, 0), cache_bytes(step))
+        if cuda:
+            cuda_peak[mode] = max(cuda_peak.get(mode, 0), torch.cuda.max_memory_allocated())
+
+    feeds = [chat_prompt_ids(studio.tokenizer, q) for q in PROMPTS]
+    rounds = interleaved({k: make(k) for k in modes}, feeds, a.tokens, a.rounds, on_run)
     route = studio.mocae.route(PROMPTS[1])
     times = []
     for i in range(200):
@@ -146,11 +154,13 @@ def main() -> None:
         t0 = time.perf_counter()
         recalibrate(route, cal)
         times.append((time.perf_counter() - t0) * 1000)
-    base = results["base"]["ms_per_token"]
-    out = {k: round(v["ms_per_token"] / base, 3) for k, v in results.items() if k != "base"}
-    out.update(recalibrate_ms=round(statistics.median(times), 3), base_ms_per_token=base,
-               device=str(studio.lm.device), threads=torch.get_num_threads(),
-               peak_mib={k: v["peak_mib"] for k, v in results.items()})
+    out = {k: v for k, v in ratios(rounds).items()}
+    base_ms = statistics.median(r[1] for r in rounds["base"]) * 1000
+    out.update(recalibrate_ms=round(statistics.median(times), 3), base_ms_per_token=round(base_ms, 2),
+               kv_cache_ratio={k: round(v / kv["base"], 3) for k, v in kv.items() if k != "base" and kv["base"]},
+               rounds=a.rounds, tokens=a.tokens, device=str(studio.lm.device), threads=torch.get_num_threads())
+    if cuda:
+        out["cuda_peak_ratio"] = {k: round(v / cuda_peak["base"], 3) for k, v in cuda_peak.items() if k != "base"}
     print(json.dumps(out))
 
 

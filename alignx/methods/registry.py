@@ -39,6 +39,7 @@ class Mode:
     description: str = ""
     listed: bool = True             # False: accepted by ``policy`` but left out of ``modes`` (baselines)
     settings: tuple[str, ...] = ()  # the keyword settings its policy takes
+    ablation: bool = False          # a variant for ablation studies: listed, but not shown by default
 
 
 class Family:

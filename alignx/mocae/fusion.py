@@ -112,7 +112,7 @@ def expert_forward(model, stacked, names: list[str], per_expert: int, **kwargs):
     k = len(names) // per_expert
     if stacked is None or lora_hooked(model):
         return model(adapter_names=names, **_repeated(kwargs, k))
-    if stacked.fork == 0:                                   # LoRA from the first layer: no trunk to share
+    if stacked.fork == 0 or not stacked.share_trunk:        # LoRA from the first layer: no trunk to share
         with stacked.active(per_expert):
             return model(**_repeated(kwargs, k))
     with stacked.active(per_expert, trunk=k):

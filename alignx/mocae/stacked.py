@@ -13,25 +13,24 @@ sum peft computes; tests compare the two paths.
 
 Shared trunk: below ``fork``, the first decoder layer holding an expert's LoRA, every expert row
 computes the same thing. ``active(per_expert, trunk=k)`` takes ``per_expert`` rows of input only,
-runs the layers below the fork once on them, and repeats the hidden states (with a batched
-attention mask and rotary embeddings) k times at the fork, so the layers above see the usual
-expert-major rows. The KV cache then holds ``per_expert`` rows below the fork and k x that above
-it; decoding continues from it unchanged. Same outputs as the full batch (tested); the saving is
+runs the layers below the fork once on them, and repeats them k times at the fork
+(``alignx.fork``), so the layers above see the usual expert-major rows. The KV cache then holds
+``per_expert`` rows below the fork and k x that above it; decoding continues from it unchanged. Same outputs as the full batch (tested); the saving is
 the fork's share of the layers.
 """
 from __future__ import annotations
 
 from alignx.errors import InvalidInput
 
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from typing import Iterator, Sequence
 
 import torch
 
 
 class StackedLoRA:
-    def __init__(self, model, experts: Sequence[str]):
-        self.model, self.experts = model, list(experts)
+    def __init__(self, model, experts: Sequence[str], share_trunk: bool = True):
+        self.model, self.experts, self.share_trunk = model, list(experts), share_trunk
         self.layers: list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = []
         n = len(self.experts)
         with torch.no_grad():
@@ -63,24 +62,25 @@ class StackedLoRA:
         """While active (hold the model lock), forwards take expert-major rows, ``per_expert`` per expert,
         and must not pass ``adapter_names``. With ``trunk = k`` they take ``per_expert`` rows only and
         the fork layer repeats them k times (k >= the number of experts; extra rows get no update)."""
+        from alignx.fork import fork_pre_hook
         from alignx.hooks import backbone, module_hook
 
         if trunk is not None and trunk < len(self.experts):
             raise InvalidInput(f"trunk repeats {trunk} < {len(self.experts)} experts")
         if trunk is not None and self.fork == 0:
             raise InvalidInput("shared trunk: the experts' LoRA starts at layer 0, there is no trunk to share")
-        share = trunk is not None
-        fork_layer = backbone(self.model).layers[self.fork]
-        hook = module_hook(fork_layer, _repeat_at_fork(per_expert, trunk), kind="pre", with_kwargs=True) \
-            if share else nullcontext()
-        try:
-            for module, a_t, b_t in self.layers:
-                module.forward = _stacked_forward(module, a_t, b_t, per_expert)
-            with hook:
+        with ExitStack() as hooks:
+            if trunk is not None:                           # every layer from the fork runs on the copies
+                for i, layer in enumerate(backbone(self.model).layers[self.fork:]):
+                    hooks.enter_context(module_hook(layer, fork_pre_hook(per_expert, trunk, first=i == 0),
+                                                    kind="pre", with_kwargs=True))
+            try:
+                for module, a_t, b_t in self.layers:
+                    module.forward = _stacked_forward(module, a_t, b_t, per_expert)
                 yield
-        finally:
-            for module, _, _ in self.layers:
-                module.__dict__.pop("forward", None)
+            finally:
+                for module, _, _ in self.layers:
+                    module.__dict__.pop("forward", None)
 
 
 def _first_layer_with(model, modules: set[int]) -> int:
@@ -91,35 +91,6 @@ def _first_layer_with(model, modules: set[int]) -> int:
         if any(id(m) in modules for m in layer.modules()):
             return i
     raise InvalidInput("the stacked LoRA layers are not inside the decoder layers")
-
-
-def _repeat_rows(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, ...) -> (k B, ...): rows [i B, (i + 1) B) are copy i."""
-    return x.repeat(k, *([1] * (x.dim() - 1)))
-
-
-def _repeat_at_fork(rows: int, k: int | None):
-    """Pre-hook for the fork layer: the trunk's ``rows`` rows -> k copies (hidden states, and the
-    attention mask, position ids and rotary embeddings where they carry a batch dimension > 1)."""
-    def pre(module, args, kwargs):
-        if args:
-            h, args = args[0], (_repeat_rows(args[0], k), *args[1:])
-        else:
-            h = kwargs["hidden_states"]
-            kwargs["hidden_states"] = _repeat_rows(h, k)
-        if h.shape[0] != rows:
-            raise InvalidInput(f"shared trunk: expected {rows} rows below the fork, got {h.shape[0]}")
-        if rows > 1:
-            for name in ("attention_mask", "position_ids"):
-                t = kwargs.get(name)
-                if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == rows:
-                    kwargs[name] = _repeat_rows(t, k)
-            pe = kwargs.get("position_embeddings")
-            if isinstance(pe, tuple):
-                kwargs["position_embeddings"] = tuple(_repeat_rows(t, k) if t.shape[0] == rows else t for t in pe)
-        return args, kwargs
-
-    return pre
 
 
 def _stacked_forward(module, a_t: torch.Tensor, b_t: torch.Tensor, per_expert: int):

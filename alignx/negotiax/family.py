@@ -72,7 +72,7 @@ class NegotiaXFamily(Family):
                 return f"NegotiaX without the {tail[len(WITHOUT):]} pathway (left out at inference)"
             return f"NegotiaX ablation {tail}"
 
-        return [Mode(m, self.name, about(m)) for m in available(studio)]
+        return [Mode(m, self.name, about(m), ablation=m != "negotiax") for m in available(studio)]
 
     def owns(self, mode: str) -> bool:
         return mode == "negotiax" or mode.startswith("negotiax:")

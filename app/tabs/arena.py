@@ -60,6 +60,11 @@ class Arena:
         return methods.modes(self.ctx.studio)
 
     @property
+    def shown(self) -> list[str]:
+        """The columns a page opens with: every mode but the ablation variants (one tick away)."""
+        return [m.name for m in methods.describe(self.ctx.studio) if not m.ablation]
+
+    @property
     def axes(self) -> list[str]:
         return [o.name for o in self.ctx.studio.objectives]
 
@@ -108,7 +113,8 @@ class Arena:
         """The column choices now: modes offered before keep the user's choice, new ones start shown.
         Returns (checkbox update, the modes offered now); unchanged modes skip the re-render."""
         modes, chosen, offered = self.modes, list(chosen or []), list(offered or [])
-        value = [m for m in modes if m in chosen or m not in offered]
+        shown = set(self.shown)
+        value = [m for m in modes if m in chosen or (m not in offered and m in shown)]
         if modes == offered and value == chosen:
             return gr.skip(), gr.skip()
         return gr.update(choices=modes, value=value), modes
@@ -211,8 +217,9 @@ def build(ctx: AppContext, demo: gr.Blocks, tab: gr.Tab | None = None) -> None:
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", interactive=True)
             seed = gr.Number(value=0, precision=0, label="Seed", info="used when temperature > 0", interactive=True)
         with gr.Accordion("Columns", open=False):
-            columns = gr.CheckboxGroup(cb.modes, value=cb.modes, label="Modes shown", elem_id="sbs-columns",
-                                       info="every mode of the loaded methods; a newly loaded expert appears here")
+            columns = gr.CheckboxGroup(cb.modes, value=cb.shown, label="Modes shown", elem_id="sbs-columns",
+                                       info="every mode of the loaded methods (ablation variants unticked); "
+                                            "a newly loaded expert appears here")
         with gr.Accordion("Example prompts", open=False):
             examples = example_prompts()
             gr.Examples([[p] for axis in AXES for p in examples[axis]], inputs=[prompt], cache_examples=False,
