@@ -126,8 +126,10 @@ def test_bad_configs_are_named(lm):
         NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny", fork_layer=7))
     with pytest.raises(InvalidInput, match="rank 4096 is larger than the hidden size"):
         NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny", rank=4096))
-    with pytest.raises(InvalidInput, match="depth"):
-        preset("tiny", depth=2)
+    with pytest.raises(InvalidInput, match="fork layer 1 \\+ pathway depth 2 needs layers up to 3"):
+        NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny", depth=2))
+    with pytest.raises(InvalidInput, match="depth must be >= 0"):
+        preset("tiny", depth=-1)
     with pytest.raises(AlignXError, match="unknown NegotiaX preset 'big'.*available"):
         preset("big")
     nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny"))

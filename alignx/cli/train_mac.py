@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--fork-layer", type=int, default=None, help=HELP["fork_layer"])
     p.add_argument("--rank", type=int, default=None, help=HELP["rank"])
+    p.add_argument("--depth", type=int, default=None, help=HELP["depth"])
+    p.add_argument("--pathway-rank", type=int, default=None, help=HELP["pathway_rank"])
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward passes (about 2x on a CPU)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/.work/NAME")
     p.add_argument("--data-dir", default=None)
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from alignx.negotiax.train import objective_data, train_mac, train_preset
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    cfg = preset(args.preset, fork_layer=args.fork_layer, rank=args.rank, seed=args.seed)
+    cfg = preset(args.preset, fork_layer=args.fork_layer, rank=args.rank, depth=args.depth,
+                 pathway_rank=args.pathway_rank, seed=args.seed)
     tcfg = train_preset(args.preset, steps=args.steps, learning_rate=args.learning_rate, seed=args.seed,
                         bf16=args.bf16 or None)
     name = args.name or ("full" if args.variant == "full" and not args.leave_out

@@ -62,7 +62,7 @@ class StackedLoRA:
         """While active (hold the model lock), forwards take expert-major rows, ``per_expert`` per expert,
         and must not pass ``adapter_names``. With ``trunk = k`` they take ``per_expert`` rows only and
         the fork layer repeats them k times (k >= the number of experts; extra rows get no update)."""
-        from alignx.fork import fork_pre_hook
+        from alignx.fork import ForkRows
         from alignx.hooks import backbone, module_hook
 
         if trunk is not None and trunk < len(self.experts):
@@ -71,9 +71,9 @@ class StackedLoRA:
             raise InvalidInput("shared trunk: the experts' LoRA starts at layer 0, there is no trunk to share")
         with ExitStack() as hooks:
             if trunk is not None:                           # every layer from the fork runs on the copies
+                fork = ForkRows(trunk, per_expert)
                 for i, layer in enumerate(backbone(self.model).layers[self.fork:]):
-                    hooks.enter_context(module_hook(layer, fork_pre_hook(per_expert, trunk, first=i == 0),
-                                                    kind="pre", with_kwargs=True))
+                    hooks.enter_context(module_hook(layer, fork.hook(first=i == 0), kind="pre", with_kwargs=True))
             try:
                 for module, a_t, b_t in self.layers:
                     module.forward = _stacked_forward(module, a_t, b_t, per_expert)

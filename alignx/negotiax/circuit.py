@@ -18,6 +18,10 @@ biases). ``leave_out`` removes objectives from the softmax (their alpha is exact
 ``force`` puts alpha one-hot on one objective (a pathway on its own).
 
 Subspace separation: S = sum_{i<j} ||P~_i P~_j^T||_F^2 with P~_i = P_i / ||P_i||_F (scale-free).
+
+Depth m > 0 (``alignx.negotiax.pathways``): each pathway runs m layers of its own above the fork
+and v_i = P_i x_i + c_i reads pathway i's own hidden state x_i (``streams``); the query still
+comes from the shared stream a = x_0.
 """
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ class CircuitOutput:
 
 
 class Circuit(nn.Module):
-    def __init__(self, hidden: int, objectives: Sequence[str], cfg: NegotiaXConfig) -> None:
+    def __init__(self, hidden: int, objectives: Sequence[str], cfg: NegotiaXConfig,
+                 pathway_shapes: dict[str, tuple[int, int]] | None = None) -> None:
         super().__init__()
         if len(objectives) < 2 or len(set(objectives)) != len(objectives):
             raise InvalidInput(f"NegotiaX needs >= 2 distinct objectives, got {list(objectives)}")
@@ -59,6 +64,13 @@ class Circuit(nn.Module):
         self.W_o = nn.Parameter(torch.zeros(hidden, h * dh))
         self.b_o = nn.Parameter(torch.zeros(hidden))
         self.tap_weights, self.tap_pathways, self.tap_out = nn.Identity(), nn.Identity(), nn.Identity()   # mac.* points
+        self.pathways = None
+        if cfg.depth > 0:
+            from alignx.negotiax.pathways import Pathways
+
+            if not pathway_shapes:
+                raise InvalidInput(f"pathway depth {cfg.depth} needs the shapes of the forked layers' targets")
+            self.pathways = Pathways(pathway_shapes, n, cfg.pathway_rank, cfg.seed)
 
     def index(self, names: Sequence[str] | None) -> list[int]:
         from alignx.errors import unknown
@@ -71,7 +83,9 @@ class Circuit(nn.Module):
         return out
 
     def forward(self, a: torch.Tensor, variant: str = "full", leave_out: Sequence[str] | None = None,
-                force: str | None = None) -> CircuitOutput:
+                force: str | None = None, streams: torch.Tensor | None = None) -> CircuitOutput:
+        """``a`` (B, T, d): the shared stream; ``streams`` (B, T, N, d): each pathway's own hidden
+        state (depth m > 0; None: every pathway reads ``a``)."""
         if variant not in VARIANTS:
             from alignx.errors import unknown
 
@@ -80,7 +94,10 @@ class Circuit(nn.Module):
         dt = self.P.dtype
         x = a.to(dt)
         B, T, _ = x.shape
-        v = torch.einsum("btd,nrd->btnr", x, self.P) + self.c
+        if streams is None:
+            v = torch.einsum("btd,nrd->btnr", x, self.P) + self.c
+        else:
+            v = torch.einsum("btnd,nrd->btnr", streams.to(dt), self.P) + self.c
         v = self.tap_pathways(v)
         if variant == "off":
             zeros = torch.zeros(B, T, h, n, dtype=dt, device=x.device)

@@ -11,7 +11,9 @@ VARIANTS = ("full", "module1", "module2", "frozen", "off")
 HELP = {
     "fork_layer": "decoder layer whose self-attention output the pathways read and the MAC writes back to "
                   "(None: the middle layer, n_layers // 2)",
-    "depth": "pathway depth m: 0 = projection-only pathways at the fork layer (the reference's design)",
+    "depth": "pathway depth m: 0 = projection-only pathways at the fork layer (the reference's design); m > 0 = "
+             "each objective runs the m layers above the fork with its own low-rank update, sharing the trunk below",
+    "pathway_rank": "rank of each pathway's update in the forked layers (depth m > 0)",
     "rank": "r: the dimension of each objective's subspace (pathway vector v_i = P_i a + c_i in R^r)",
     "heads": "MAC attention heads H (query from the shared stream, keys / values from the N pathways)",
     "head_dim": "per-head query / key / value width",
@@ -26,6 +28,7 @@ class NegotiaXConfig:
     name: str = "cpu"
     fork_layer: int | None = None
     depth: int = 0
+    pathway_rank: int = 8
     rank: int = 64
     heads: int = 4
     head_dim: int = 16
@@ -40,9 +43,8 @@ class NegotiaXConfig:
                 raise InvalidInput(f"NegotiaX config {self.name!r}: {f} must be >= 1, got {getattr(self, f)}")
         if self.depth < 0:
             raise InvalidInput(f"NegotiaX config {self.name!r}: depth must be >= 0, got {self.depth}")
-        if self.depth > 0:
-            raise InvalidInput(f"NegotiaX config {self.name!r}: pathway depth m = {self.depth} needs per-objective "
-                               "LoRA layers above the fork, which this build does not have yet; use depth 0")
+        if self.depth > 0 and self.pathway_rank < 1:
+            raise InvalidInput(f"NegotiaX config {self.name!r}: pathway_rank must be >= 1, got {self.pathway_rank}")
         for f in ("separation", "identify", "own_path"):
             if not float(getattr(self, f)) >= 0:
                 raise InvalidInput(f"NegotiaX config {self.name!r}: {f} must be >= 0, got {getattr(self, f)}")
@@ -56,7 +58,10 @@ class NegotiaXConfig:
 
     def check(self, hidden: int, n_layers: int) -> None:
         """Errors for a config that cannot fit a model of width ``hidden`` and ``n_layers`` layers."""
-        self.fork(n_layers)
+        fork = self.fork(n_layers)
+        if fork + self.depth >= n_layers:
+            raise InvalidInput(f"fork layer {fork} + pathway depth {self.depth} needs layers up to {fork + self.depth}; "
+                               f"the model has layers 0..{n_layers - 1}")
         if self.rank > hidden:
             raise InvalidInput(f"rank {self.rank} is larger than the hidden size {hidden}")
         if self.heads * self.head_dim > hidden:

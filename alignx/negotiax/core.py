@@ -56,7 +56,8 @@ class NegotiaX:
         body = backbone(model)
         hidden, n_layers = int(body.config.hidden_size), len(body.layers)
         cfg.check(hidden, n_layers)
-        return cls(model, tokenizer, Circuit(hidden, objectives, cfg), cfg.fork(n_layers), cfg)
+        fork = cfg.fork(n_layers)
+        return cls(model, tokenizer, Circuit(hidden, objectives, cfg, _shapes(model, fork, cfg)), fork, cfg)
 
     @property
     def objectives(self) -> tuple[str, ...]:
@@ -83,6 +84,12 @@ class NegotiaX:
             new = a + res.delta
             return (new, *output[1:]) if isinstance(output, tuple) else new
 
+        if self.cfg.depth > 0:
+            from alignx.negotiax.pathways import forked
+
+            with model_lock(self.model), forked(self, variant, leave_out, force, record):
+                yield
+            return
         with model_lock(self.model), module_hook(attn, fn):
             yield
 
@@ -119,14 +126,23 @@ class NegotiaX:
         cfg = NegotiaXConfig(**card["config"])
         from alignx.hooks import backbone
 
-        hidden = int(backbone(model).config.hidden_size)
-        circuit = Circuit(hidden, card["objectives"], cfg)
+        body = backbone(model)
+        hidden = int(body.config.hidden_size)
+        fork = int(card["fork_layer"])
+        cfg.check(hidden, len(body.layers))
+        circuit = Circuit(hidden, card["objectives"], cfg, _shapes(model, fork, cfg))
         state = load_file(str(weights))
         try:
             circuit.load_state_dict(state)
         except RuntimeError as exc:
             raise InvalidInput(f"{weights}: does not fit this model ({str(exc).splitlines()[0]})") from None
-        return cls(model, tokenizer, circuit, int(card["fork_layer"]), cfg, card)
+        return cls(model, tokenizer, circuit, fork, cfg, card)
+
+
+def _shapes(model, fork: int, cfg: NegotiaXConfig) -> dict | None:
+    from alignx.negotiax.pathways import pathway_shapes
+
+    return pathway_shapes(model, fork, cfg.depth) if cfg.depth > 0 else None
 
 
 def attached(model) -> "NegotiaX | None":
