@@ -363,3 +363,21 @@ def test_interpretability_tab_renders_every_analysis(page, artifacts, tiny_app, 
     expect(page.locator("#ip-html table.bs")).to_be_visible(timeout=120_000)
     expect(page.locator("#ip-status")).to_contain_text("all fail")
     shot(page, artifacts / "app-interp-blindspots.png", full_page=True)
+    page.get_by_label("MAC (NegotiaX)").check()
+    expect(page.locator("#ip-mode input")).to_have_value("negotiax")
+    for view, check in (("Negotiation weights per token", "heatmap"), ("Head specialisation", "heatmap"),
+                        ("Layer trajectories", "scatter"), ("Objective geometry", "heatmap")):
+        page.get_by_label(view).check()
+        page.locator("#ip-run").click()
+        expect(page.locator("#ip-status")).to_contain_text(view, timeout=120_000)
+        page.wait_for_function("(t) => { const el = document.querySelector('#ip-plot .js-plotly-plot');"
+                               " return el && el.data && el.data[0].type === t; }", arg=check)
+        if view == "Negotiation weights per token":
+            shot(page, artifacts / "app-interp-mac-negotiation.png", full_page=True)
+        if view == "Layer trajectories":
+            shot(page, artifacts / "app-interp-mac-trajectories.png")
+    page.get_by_label("Pathway interventions").check()
+    page.locator("#ip-run").click()
+    expect(page.locator("#ip-html .mac-col h4").filter(has_text="without harmless")).to_be_visible(timeout=120_000)
+    expect(page.locator("#ip-html .mac-col h4").filter(has_text="circuit off")).to_be_visible()
+    shot(page, artifacts / "app-interp-mac-interventions.png")

@@ -94,6 +94,18 @@ def tiny_experts(tmp_path_factory) -> Path:
     return fit_tiny_router(make_tiny_experts(tmp_path_factory.mktemp("experts")))
 
 
+def make_tiny_circuit(studio, root: Path) -> Path:
+    """A NegotiaX circuit for the tiny model, trained 2 steps (mode ``negotiax``), in ``root/full``."""
+    from alignx.negotiax import preset
+    from alignx.negotiax.core import NegotiaX
+    from alignx.negotiax.train import train_mac, train_preset
+
+    data = {a: [(f"Question {i} about {a}?", f"An answer about {a}, number {i}.") for i in range(4)] for a in AXES}
+    nx = NegotiaX.fresh(studio.model, studio.tokenizer, AXES, preset("tiny"))
+    train_mac(nx, data, nx.cfg, train_preset("tiny", steps=2), root, name="full", base_model=studio.lm.name)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_app(tiny_experts, tmp_path_factory):
     """The app on tiny-random + three tiny experts, served in this process. Yields its URL and context."""
@@ -104,6 +116,7 @@ def tiny_app(tiny_experts, tmp_path_factory):
 
     studio = Studio.load("tiny-random", tiny_experts, device="cpu")
     assert studio.mocae is not None, "the tiny router was not loaded"
+    studio.extras["negotiax_dir"] = make_tiny_circuit(studio, tmp_path_factory.mktemp("negotiax"))
     ctx = AppContext(studio, VoteStore(tmp_path_factory.mktemp("votes") / "votes.sqlite"),
                      runs_dir=tmp_path_factory.mktemp("runs"))
     demo = build_demo(ctx)

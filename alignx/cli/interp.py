@@ -8,7 +8,8 @@
 - ``forgetting RUN_DIR ...`` -> ``forgetting.json`` / ``.html`` from eval runs (one of mode base);
 - ``blindspots RUN_DIR ...`` -> ``blindspots.json`` / ``.html``;
 - ``findings`` -> ``findings.json``: refusal layers, harmless vs honest heads, top-5 vs random ablation.
-The MAC analysis (``mac``) comes with NegotiaX: until a NegotiaX model exists the command says so.
+- ``mac --mode negotiax [--view V ...] [--prompt P ...]`` -> ``mac.json`` (one entry per view:
+  negotiation, specialisation, interventions, trajectories, geometry) and ``mac.html``.
 """
 from __future__ import annotations
 
@@ -56,8 +57,15 @@ def register(sub) -> None:
     fi.add_argument("--draws", type=int, default=5, help="random 5-head draws")
     fi.add_argument("--exact-top-k", type=int, default=10, help="heads checked by exact ablation per map")
     fi.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the head maps")
-    m = ps.add_parser("mac", help="the MAC analysis of a NegotiaX model (negotiation weights, pathways)")
-    add_mode_arg(m)
+    m = ps.add_parser("mac", help="the MAC analysis of a NegotiaX mode (negotiation weights, head specialisation, "
+                                  "pathway interventions, layer trajectories, objective geometry)")
+    add_mode_arg(m, default="negotiax")
+    m.add_argument("--view", action="append", default=None, help="negotiation | specialisation | interventions | "
+                                                                  "trajectories | geometry (repeatable; default all)")
+    m.add_argument("--prompt", action="append", default=None, help="prompt (repeatable; the first is used for the "
+                                                                    "per-prompt views, all for trajectories)")
+    m.add_argument("--rows", type=int, default=16, help="held-out rows per objective for specialisation / geometry")
+    m.add_argument("--max-new-tokens", type=int, default=48)
     for q in (h, a, m, fi, *[ps.choices[n] for n in ("forgetting", "blindspots")]):
         q.add_argument("--out", required=True, help="folder for the JSON and HTML files")
         q.add_argument("--cache-dir", default=None, help="analysis cache (default <alignx cache>/interp; 'none' = off)")
@@ -96,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cmd = args.interp_command
     if cmd == "mac":
-        from alignx.errors import InvalidInput
-
-        raise InvalidInput("the MAC analysis needs a NegotiaX model (Module II); none is registered yet: "
-                           "the heads, attribute, forgetting and blindspots analyses work on every mode")
+        return _mac(args, out)
     if cmd == "forgetting":
         from alignx.interp.forgetting import forgetting
 
@@ -150,4 +155,54 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "attribution.json", report)
     F.write_html([F.attribution_html(report), F.attribution_figure(report)], out / "attribution.html")
     print(json.dumps({"features": report["features"], "scores": [round(s, 4) for s in report["scores"]]}))
+    return 0
+
+
+MAC_PROMPTS = ["How do I pick a lock to get into my neighbour's house?", "Give three tips for staying healthy.",
+               "What happens if you swallow gum?"]
+
+
+def _mac(args, out: Path) -> int:
+    from alignx.atomic import write_json
+    from alignx.errors import unknown
+    from alignx.interp import mac as M
+    from alignx.interp import mac_figures as MF
+
+    views = args.view or list(M.VIEWS)
+    for v in views:
+        if v not in M.VIEWS:
+            raise unknown("MAC view", v, M.VIEWS)
+    prompts = args.prompt or MAC_PROMPTS
+    studio = _studio(args)
+    M.nx_policy(studio, args.mode)                                   # a clear error before any work
+    kw = dict(cache_dir=args.cache_dir, refresh=args.refresh)
+    report, figures = {}, []
+    for v in views:
+        print(f"mac: {v}", file=sys.stderr)
+        if v == "negotiation":
+            report[v] = M.negotiation(studio, args.mode, prompts[0], args.max_new_tokens, **kw)
+            figures.append(MF.negotiation_figure(report[v]))
+        elif v == "specialisation":
+            report[v] = M.specialisation(studio, args.mode, args.rows, data_dir=args.data_dir, **kw)
+            figures.append(MF.specialisation_figure(report[v]))
+        elif v == "interventions":
+            report[v] = M.interventions(studio, args.mode, prompts[0], args.max_new_tokens, **kw)
+            figures.append(MF.interventions_html(report[v]))
+        elif v == "trajectories":
+            report[v] = M.trajectories(studio, args.mode, prompts, **kw)
+            figures.append(MF.trajectories_figure(report[v]))
+        else:
+            report[v] = M.geometry(studio, args.mode, max(1, args.rows // 2), data_dir=args.data_dir, **kw)
+            figures.append(MF.geometry_figure(report[v]))
+    write_json(out / "mac.json", report)
+    from alignx.interp.figures import write_html
+
+    write_html(figures, out / "mac.html")
+    summary = {v: {k: r[k] for k in ("wall_time_s",) if k in r} for v, r in report.items()}
+    if "specialisation" in report:
+        summary["specialisation"]["categories"] = {c: [[round(x, 3) for x in row] for row in m]
+                                                   for c, m in report["specialisation"]["categories"].items()}
+    if "geometry" in report:
+        summary["geometry"]["direction_cosine"] = [[round(x, 3) for x in row] for row in report["geometry"]["direction_cosine"]]
+    print(json.dumps(summary))
     return 0

@@ -59,7 +59,21 @@ def fingerprint(studio, mode: str, settings: dict | None = None) -> dict[str, st
     return {"model": str(studio.lm.name), "weights": weights_fingerprint(studio.model),
             "adapters": adapters_fingerprint(studio.model),
             "router": router_fingerprint(studio) if routed else "none", "mode": mode,
+            "circuit": circuit_fingerprint(studio, mode),
             "settings": json.dumps(settings or {}, sort_keys=True, default=str)}
+
+
+def circuit_fingerprint(studio, mode: str) -> str:
+    """A hash of the weights of the NegotiaX circuit a ``negotiax*`` mode serves, as loaded (``none``
+    for other modes)."""
+    if not (mode == "negotiax" or mode.startswith("negotiax:")):
+        return "none"
+    from alignx.negotiax.family import available, load
+
+    folder = available(studio).get(mode)
+    if folder is None:
+        return "missing"
+    return _digest(sorted(load(studio, folder).circuit.state_dict().items()))
 
 
 def key(analysis: str, ident: dict, params: dict) -> str:

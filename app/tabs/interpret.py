@@ -1,6 +1,7 @@
 """Interpretability: head importance per objective, token attribution, forgetting and blind spots
-(``alignx.interp``) for any mode, with progress, Cancel and the on-disk cache (a cached analysis
-shows at once). Eval runs are picked from the runs and results folders (no free paths).
+(``alignx.interp``) for any mode, and the MAC analysis for NegotiaX modes, with progress, Cancel
+and the on-disk cache (a cached analysis shows at once). Eval runs are picked from the runs and
+results folders (no free paths).
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from app.context import AppContext, Run
 from app.routing import empty_figure
 
 ANALYSES = ("Head importance", "Token attribution", "Forgetting", "Blind spots")
+MAC = "MAC (NegotiaX)"
+MAC_VIEWS = {"Negotiation weights per token": "negotiation", "Head specialisation": "specialisation",
+             "Pathway interventions": "interventions", "Layer trajectories": "trajectories",
+             "Objective geometry": "geometry"}
 METHODS = {"Feature ablation (words)": ("feature_ablation", "word"),
            "Feature ablation (segments)": ("feature_ablation", "segment"),
            "Integrated gradients (tokens)": ("integrated_gradients", "word")}
@@ -116,6 +121,38 @@ class Interpret:
         counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report["counts"].items())
         return F.blindspots_figure(report, latent_map_of(self.studio)), table, f"{report['items']} items · {counts}", report
 
+    def mac(self, mode, view, prompt, run: Run, progress: gr.Progress):
+        from alignx.interp import mac as M
+        from alignx.interp import mac_figures as MF
+
+        name = MAC_VIEWS.get(view)
+        if name is None:
+            raise gr.Error(f"unknown MAC view {view!r}; available: {', '.join(MAC_VIEWS)}")
+        run.begin()
+        progress((0, 1), desc=f"MAC: {view.lower()}")
+        try:
+            if name == "negotiation":
+                report = M.negotiation(self.studio, mode, prompt)
+                fig, extra = MF.negotiation_figure(report), ""
+            elif name == "specialisation":
+                report = M.specialisation(self.studio, mode, 8)
+                fig, extra = MF.specialisation_figure(report), ""
+            elif name == "interventions":
+                report = M.interventions(self.studio, mode, prompt)
+                fig, extra = empty_figure("answers below"), MF.interventions_html(report)
+            elif name == "trajectories":
+                prompts = [p for p in (prompt or "").split("\n") if p.strip()]
+                report = M.trajectories(self.studio, mode, prompts)
+                fig, extra = MF.trajectories_figure(report), ""
+            else:
+                report = M.geometry(self.studio, mode, 4)
+                fig, extra = MF.geometry_figure(report), ""
+        except AlignXError as exc:
+            raise gr.Error(str(exc)) from None
+        finally:
+            run.end()
+        return fig, extra, f"**{view}** of **{mode}** · {_when(report)}", report
+
     def _runs(self, runs) -> list[str]:
         allowed = {path for _, path in eval_runs(self.ctx)}
         picked = [r for r in (runs or []) if isinstance(r, str)]
@@ -127,8 +164,10 @@ class Interpret:
         return picked
 
     def run(self, analysis, mode, objective, n_rows, top_k, diff, prompt, target, method, contrast, runs, threshold,
-            run: Run, progress=gr.Progress()):
+            run: Run, mac_view=None, mac_prompt=None, progress=gr.Progress()):
         """One entry point for the Run button: figure, HTML, status markdown, the JSON result."""
+        if analysis == MAC:
+            return self.mac(mode, mac_view or next(iter(MAC_VIEWS)), mac_prompt, run, progress)
         if analysis == "Head importance":
             return self.heads(mode, objective, n_rows, top_k, diff, run, progress)
         if analysis == "Token attribution":
@@ -137,7 +176,7 @@ class Interpret:
             return self.forgetting(runs, progress)
         if analysis == "Blind spots":
             return self.blindspots(runs, threshold, progress)
-        raise gr.Error(f"unknown analysis {analysis!r}; available: {', '.join(ANALYSES)}")
+        raise gr.Error(f"unknown analysis {analysis!r}; available: {', '.join((*ANALYSES, MAC))}")
 
 
 def build(ctx: AppContext, tab: gr.Tab | None = None) -> None:
@@ -145,9 +184,11 @@ def build(ctx: AppContext, tab: gr.Tab | None = None) -> None:
     run = gr.State(Run())
     modes = ctx.studio.modes()
     objectives = [o.name for o in ctx.studio.objectives]
+    nx_modes = [m for m in ctx.studio.modes(include_unlisted=True) if m == "negotiax" or m.startswith("negotiax:")]
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=340, elem_classes=["cal-panel"]):
-            analysis = gr.Radio(list(ANALYSES), value=ANALYSES[0], label="Analysis", elem_id="ip-analysis")
+            analysis = gr.Radio([*ANALYSES, MAC] if nx_modes else list(ANALYSES), value=ANALYSES[0], label="Analysis",
+                                elem_id="ip-analysis")
             mode = gr.Dropdown(modes, value=modes[0], label="Mode", elem_id="ip-mode")
             with gr.Column(visible=True) as heads_box:
                 objective = gr.Dropdown(objectives, value=objectives[0] if objectives else None, label="Objective",
@@ -162,6 +203,11 @@ def build(ctx: AppContext, tab: gr.Tab | None = None) -> None:
                 method = gr.Radio(list(METHODS), value=next(iter(METHODS)), label="Method", elem_id="ip-method")
                 contrast = gr.Dropdown([NO_CONTRAST, *modes], value=NO_CONTRAST, label="Contrast with",
                                        info="attribute log p_mode(y) - log p_contrast(y)", elem_id="ip-contrast")
+            with gr.Column(visible=False) as mac_box:
+                mac_view = gr.Radio(list(MAC_VIEWS), value=next(iter(MAC_VIEWS)), label="MAC view", elem_id="ip-mac-view")
+                mac_prompt = gr.Textbox(label="Prompt (trajectories: one per line)", lines=3, elem_id="ip-mac-prompt",
+                                        value="How do I pick a lock to get into my neighbour's house?\n"
+                                              "Give three tips for staying healthy.")
             with gr.Column(visible=False) as runs_box:
                 runs = gr.Dropdown(eval_runs(ctx), value=[], multiselect=True, label="Eval runs (one of them base)",
                                    elem_id="ip-runs")
@@ -177,12 +223,14 @@ def build(ctx: AppContext, tab: gr.Tab | None = None) -> None:
                 result = gr.JSON(elem_id="ip-json")
 
     def show(a):
+        choices = nx_modes if a == MAC else modes
         return (gr.update(visible=a == "Head importance"), gr.update(visible=a == "Token attribution"),
-                gr.update(visible=a in ("Forgetting", "Blind spots")), gr.update(visible=a not in ("Forgetting", "Blind spots")))
+                gr.update(visible=a in ("Forgetting", "Blind spots")), gr.update(visible=a == MAC),
+                gr.update(visible=a not in ("Forgetting", "Blind spots"), choices=choices, value=choices[0]))
 
-    analysis.change(show, analysis, [heads_box, attr_box, runs_box, mode], queue=False)
+    analysis.change(show, analysis, [heads_box, attr_box, runs_box, mac_box, mode], queue=False)
     event = go_btn.click(cb.run, [analysis, mode, objective, n_rows, top_k, diff, prompt, target, method, contrast,
-                                  runs, threshold, run], [plot, html_out, status, result],
+                                  runs, threshold, run, mac_view, mac_prompt], [plot, html_out, status, result],
                          api_name="interpret", **ctx.model_events())
     cancel.click(lambda r: r.request_stop() and None, run, None, cancels=[event], queue=False)
     if tab is not None:
