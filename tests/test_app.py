@@ -15,7 +15,7 @@ import pytest
 from test_app_support import ForwardCounter, free_port, tiny_app, tiny_experts  # noqa: F401  (fixtures)
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
-MODES = ["base", "expert:harmless", "expert:helpful", "expert:honest", "mocae-logit", "mocae-adapter"]
+MODES = ["base", "expert:harmless", "expert:helpful", "expert:honest", "mocae-logit", "mocae-adapter", "negotiax"]
 
 
 def text(result) -> str:

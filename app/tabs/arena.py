@@ -74,13 +74,13 @@ class Arena:
         """Validated inputs and the stream of every mode's answer (run in its own thread)."""
         prompt = check_prompt(prompt)
         sampling = sampling_from(max_new_tokens, temperature, top_p, seed)
-        policies = {mode: policy_for(self.ctx.studio, mode) for mode in (modes or self.modes)}
+        policies = {mode: policy_for(self.ctx.studio, mode) for mode in (modes or self.shown)}
         return prompt, sampling, iterate_in_thread(lambda: stream_answers(policies, prompt, sampling, stop), stop)
 
     def leaderboard(self) -> dict:
         """Elo per objective per mode for the served model, from every stored vote."""
         votes = self.ctx.votes.votes(self.ctx.model_name)
-        table = elo_ratings(votes, modes=self.modes, axes=self.axes)
+        table = elo_ratings(votes, modes=self.shown, axes=self.axes)
         return {"model": self.ctx.model_name, "votes": len(votes), "k": K_FACTOR, "initial": INITIAL_ELO,
                 "axes": {axis: [{"mode": m, "elo": round(r.elo, 1), "wins": r.wins, "games": r.games}
                                 for m, r in sorted(table[axis].items(), key=lambda kv: -kv[1].elo)]
@@ -98,7 +98,7 @@ class Arena:
         """Rows for the page: mode, Elo per axis, votes the mode was shown in."""
         board = self.leaderboard()["axes"]
         by_mode: dict[str, dict] = {}
-        axes, modes = self.axes, self.modes
+        axes, modes = self.axes, self.shown
         for axis in axes:
             for row in board[axis]:
                 by_mode.setdefault(row["mode"], {})[axis] = row
@@ -145,7 +145,7 @@ class Arena:
                 modes: list[str] | None = None) -> Iterator[list]:
         """Yields every column's text, then every column's badges (``modes``: the columns shown)."""
         stop = threading.Event()
-        run.columns = list(modes or self.modes)
+        run.columns = list(modes or self.shown)
         prompt, sampling, stream = self._stream(prompt, max_new_tokens, temperature, top_p, seed, stop, run.columns)
         run.begin(prompt, {"source": "ui", "max_new_tokens": sampling.max_new_tokens,
                            "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed},
