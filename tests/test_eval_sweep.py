@@ -98,6 +98,12 @@ def test_mocae_candidates_use_the_calibration_interface(tmp_path):
     cal = policy.calibration
     assert policy.mode == "mocae-adapter" and (cal.lambda1, cal.lambda2, cal.temperature) == (0.5, 0.0, 2.0)
     assert {k: cands[-1].run_info["calibration"][k] for k in settings[0]} == settings[0]
+    from test_app_support import make_tiny_circuit
+
+    studio.extras["negotiax_dir"] = make_tiny_circuit(studio, tmp_path / "nx")          # NegotiaX joins the front
+    cands = candidates_from_studio(studio, settings, "mocae-adapter")
+    assert [c.kind for c in cands] == ["base", "expert", "expert", "expert", "uniform-merge", "negotiax", "mocae"]
+    assert cands[5].make_policy().name == "negotiax"
     studio.mocae = None
     with pytest.raises(ValueError, match="needs a trained MoCaE router"):
         candidates_from_studio(studio, settings)

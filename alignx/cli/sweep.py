@@ -1,4 +1,4 @@
-"""``sweep``: MoCaE over a grid of calibration settings (+ base, experts, uniform merge) -> Pareto front."""
+"""``sweep``: MoCaE over a grid of calibration settings (+ base, experts, uniform merge, NegotiaX) -> Pareto front."""
 from __future__ import annotations
 
 from alignx.errors import InvalidInput
@@ -24,7 +24,7 @@ def register(sub) -> None:
                    help="';'-separated preference vectors over experts, values in [0, 1], e.g. "
                         "'default;helpful=1,harmless=0.5,honest=0.5' (default = the router's saved preferences)")
     p.add_argument("--per-token", action="store_true", help="logit fusion: re-route at every token")
-    p.add_argument("--anchors-only", action="store_true", help="only base, experts and the uniform merge")
+    p.add_argument("--anchors-only", action="store_true", help="only base, experts, the uniform merge and NegotiaX (when trained)")
     p.add_argument("--no-anchors", action="store_true", help="only the MoCaE grid")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)

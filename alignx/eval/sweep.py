@@ -27,7 +27,7 @@ UNIFORM_MERGE = "uniform_merge"
 @dataclass
 class Candidate:
     label: str
-    kind: str                                   # mocae | base | expert | uniform-merge
+    kind: str                                   # mocae | base | expert | uniform-merge | negotiax
     make_policy: Callable[[], Any]
     settings: dict[str, Any] | None = None
     run_info: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +103,9 @@ def candidates_from_studio(studio, settings: Sequence[dict], mode: str = "mocae-
         if len(studio.experts) >= 2:
             info = dict(run_info(studio, "base", None), mode=UNIFORM_MERGE)
             out.append(Candidate(UNIFORM_MERGE, "uniform-merge", lambda: uniform_merge_policy(studio), None, info))
+        if "negotiax" in studio.modes():                       # the other method, on the same front
+            out.append(Candidate("negotiax", "negotiax", lambda: policy_for(studio, "negotiax"), None,
+                                 run_info(studio, "negotiax", None)))
     if settings and studio.mocae is None:
         raise InvalidInput("the sweep needs a trained MoCaE router (studio.mocae is None); train one first, "
                          "or run with --anchors-only")
