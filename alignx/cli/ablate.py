@@ -9,21 +9,14 @@ from pathlib import Path
 
 def register(sub) -> None:
     from alignx.cli import add_model_args
-    from alignx.eval.options import add_judge_args, add_ref_cache_arg
+    from alignx.eval.options import add_run_args
 
     p = sub.add_parser("ablate", help="evaluate every NegotiaX ablation on one suite; print and save the table")
     p.add_argument("--suite", default="quick", help="quick | h3fusion | full (every variant runs it)")
     p.add_argument("--out", required=True, help="output folder; each variant gets points/<mode>/ (resumable)")
     p.add_argument("--modes", default=None, help="comma-separated subset of the variants' modes (default: all trained)")
     p.add_argument("--negotiax-dir", default=None, help="folder of trained circuits (default: assets/negotiax)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--no-progress", action="store_true")
-    add_judge_args(p)
-    add_ref_cache_arg(p)
+    add_run_args(p)
     add_model_args(p)
     p.set_defaults(func=run)
 

@@ -9,22 +9,15 @@ from pathlib import Path
 
 def register(sub) -> None:
     from alignx.cli import add_mode_arg, add_model_args
-    from alignx.eval.options import add_calibration_args, add_judge_args, add_ref_cache_arg
+    from alignx.eval.options import add_calibration_args, add_run_args
 
     p = sub.add_parser("eval", help="evaluate helpfulness / harmlessness / honesty (H3Fusion protocol)")
     p.add_argument("--suite", default="quick", help="quick | h3fusion | full")
     add_mode_arg(p)
     p.add_argument("--out", required=True, help="output folder (e.g. results/NAME); reruns resume from its cache")
     p.add_argument("--overwrite", action="store_true", help="discard generations already in --out")
-    p.add_argument("--data-dir", default=None, help="data directory (default: ../shared/data)")
-    p.add_argument("--seed", type=int, default=0, help="decoding and bootstrap seed")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the suite's")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--no-progress", action="store_true")
-    add_judge_args(p)
+    add_run_args(p)
     add_calibration_args(p)
-    add_ref_cache_arg(p)
     add_model_args(p)
     p.set_defaults(func=run)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     from alignx.cli import add_mode_arg, add_model_args
-    from alignx.eval.options import add_judge_args, add_ref_cache_arg
+    from alignx.eval.options import add_run_args
 
     p = sub.add_parser("sweep", help="evaluate MoCaE calibration settings and write the helpful/harmless/honest "
                                      "Pareto front (JSON + plotly)")
@@ -26,14 +26,7 @@ def register(sub) -> None:
     p.add_argument("--per-token", action="store_true", help="logit fusion: re-route at every token")
     p.add_argument("--anchors-only", action="store_true", help="only base, experts, the uniform merge and NegotiaX (when trained)")
     p.add_argument("--no-anchors", action="store_true", help="only the MoCaE grid")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--no-progress", action="store_true")
-    add_judge_args(p)
-    add_ref_cache_arg(p)
+    add_run_args(p)
     add_model_args(p)
     p.set_defaults(func=run)
 

@@ -1,4 +1,5 @@
-"""Command-line options shared by ``eval`` and ``sweep``: judges, calibration, run description."""
+"""Command-line options shared by ``eval``, ``sweep`` and ``ablate``: judges, calibration, the run's
+settings, run description."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,18 @@ import dataclasses
 from typing import Any
 
 from alignx.eval.judges.base import Judge, build_judges
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """Data, decoding, bootstrap and batching options of a suite run."""
+    p.add_argument("--data-dir", default=None, help="data directory (default: ../shared/data)")
+    p.add_argument("--seed", type=int, default=0, help="decoding and bootstrap seed")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the suite's")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    add_judge_args(p)
+    add_ref_cache_arg(p)
 
 
 def add_judge_args(p: argparse.ArgumentParser) -> None:
