@@ -116,3 +116,21 @@ def test_cli_forgetting_writes_json_and_html(runs, tmp_path):
     r = subprocess.run([sys.executable, "-m", "alignx", "interp", "forgetting", str(tmp_path / "missing"),
                         "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no report.json" in r.stderr
+
+
+def test_cli_forgetting_with_the_held_out_loss_shift(runs, tmp_path, data_dir):
+    import tiny_studio
+
+    folders, _ = runs
+    experts = tiny_studio.build(tmp_path / "experts")
+    out = tmp_path / "f"
+    r = subprocess.run([sys.executable, "-m", "alignx", "interp", "forgetting", *map(str, folders.values()),
+                        "--loss-rows", "2", "--model", "tiny-random", "--experts-dir", str(experts),
+                        "--data-dir", str(data_dir), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    shift = json.loads((out / "forgetting.json").read_text())["loss_shift"]
+    assert set(shift) == {"expert:harmless", "mocae-logit"}
+    for row in shift.values():
+        assert set(row) == {"harmless", "helpful", "honest"}
+        for e in row.values():
+            assert e["n"] == 2 and e["delta"] == pytest.approx(e["loss"] - e["base_loss"], abs=1e-9)

@@ -47,6 +47,8 @@ def register(sub) -> None:
         q.add_argument("runs", nargs="+", help="eval output folders (report.json + samples.jsonl), one per mode")
         if name == "forgetting":
             q.add_argument("--base-mode", default="base")
+            q.add_argument("--loss-rows", type=int, default=0, help="also the held-out loss shift of each run's mode "
+                                                                    "on this many rows per objective (loads the model)")
         else:
             q.add_argument("--threshold", type=float, default=0.8, help="router confidence counted as confident")
         q.set_defaults(needs_model=name == "blindspots")
@@ -106,12 +108,23 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "mac":
         return _mac(args, out)
     if cmd == "forgetting":
-        from alignx.interp.forgetting import forgetting
+        from alignx.interp.forgetting import forgetting, load_runs, loss_shift
 
-        report = forgetting(args.runs, args.base_mode)
+        shift = None
+        if args.loss_rows > 0:
+            from alignx.interp.rows import objective_rows
+
+            studio = _studio(args)
+            modes = list(load_runs(args.runs))
+            shift = loss_shift(studio, modes, objective_rows(studio, args.loss_rows, data_dir=args.data_dir),
+                               args.base_mode)
+        report = forgetting(args.runs, args.base_mode, loss_shift=shift)
         write_json(out / "forgetting.json", report)
         F.write_html(F.forgetting_figure(report), out / "forgetting.html")
         print(json.dumps({m: {k: round(e["delta"], 4) for k, e in row.items()} for m, row in report["matrix"].items()}, indent=1))
+        if shift:
+            print(json.dumps({m: {o: [round(e["base_loss"], 4), round(e["loss"], 4), [round(x, 4) for x in e["ci95"]]]
+                                  for o, e in row.items()} for m, row in shift.items()}))
         return 0
     studio = _studio(args)
     if cmd == "blindspots":
