@@ -251,3 +251,14 @@ def test_cli_train_mac_on_the_real_files(tmp_path, data_dir):
     assert r.returncode == 2 and "fork layer 9 out of range" in r.stderr
     r = subprocess.run(base + ["--leave-out", "honest", "--name", "loo"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and json.loads((tmp_path / "loo" / "card.json").read_text())["leave_out"] == ["honest"]
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(lm):
+    from alignx.generation import Sampling
+
+    nx = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, preset("tiny"))
+    _randomise(nx)
+    pol, s = NegotiaXPolicy(nx), Sampling(max_new_tokens=6)
+    prompts = [PROMPT, "Hi", "Tell me a much longer story about the sea and its many ships."]
+    assert pol.generate(prompts, s, batch_size=3) == [pol.answer(p, s) for p in prompts]
+    assert pol.generate(prompts, s) != SinglePolicy(lm.model, lm.tokenizer).generate(prompts, s)

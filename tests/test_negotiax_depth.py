@@ -120,3 +120,11 @@ def test_save_load_and_train(four, tmp_path):
     losses = [l for _, l in NegotiaX.load(path, four[0], four[1]).card["losses"]]
     assert losses[-1] < losses[0]
     assert any(float(p.detach().abs().sum()) > 0 for p in fresh.circuit.pathways.B.values())   # the pathways learned
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(four):
+    from alignx.generation import Sampling
+
+    pol, s = NegotiaXPolicy(_nx(four)), Sampling(max_new_tokens=6)
+    prompts = [PROMPT, "Hi", "Tell me a much longer story about the sea and its many ships."]
+    assert pol.generate(prompts, s, batch_size=3) == [pol.answer(p, s) for p in prompts]

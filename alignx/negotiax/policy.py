@@ -1,7 +1,7 @@
 """NegotiaX as a ``Policy``: the base model (adapters off) with the circuit active in its forward.
 
 ``variant`` and ``leave_out`` are values of the policy (one policy per setting), passed to the
-circuit on every pass. Decoding is KV-cached; each step reports the last token's fusion weights
+circuit on every pass. Decoding is KV-cached (``generate`` batches prompts with left padding); each step reports the last token's fusion weights
 averaged over the MAC heads ({objective: alpha}), which the app draws under the text.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from alignx.generation import BASE, ModelStep, cache_of, model_lock, with_cache
+from alignx.generation import BASE, ModelStep, cache_of, hf_generate_kwargs, model_lock, with_cache
 from alignx.negotiax.core import NegotiaX
 from alignx.policy import Policy
 
@@ -46,6 +46,16 @@ class NegotiaXPolicy(Policy):
 
     def make_step(self, prompt: str) -> NegotiaXStep:
         return NegotiaXStep(self)
+
+    def generate(self, prompts, sampling=None, batch_size=8, on_done=None):
+        """Batched ``model.generate`` with left padding, the circuit active (as ``SinglePolicy``'s)."""
+        def rows(chunk, ids, mask, sampling, pad):
+            with self.nx.active(self.variant, self.leave_out):
+                gen = self.model.generate(input_ids=ids, attention_mask=mask,
+                                          **hf_generate_kwargs(sampling, pad, self.eos), **self._names(len(chunk)))
+            return gen[:, ids.shape[1]:]
+
+        return self._batched(prompts, sampling, batch_size, on_done, rows)
 
     def forward_logits(self, input_ids=None, attention_mask=None, inputs_embeds=None, *, logits_to_keep: int = 0,
                        **context):
