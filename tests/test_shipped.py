@@ -71,3 +71,23 @@ def test_shipped_personal_adapters_load_and_move_the_scores(studio, data_dir):
         tuned = methods.policy(studio, f"personal-{method}", user=ex.user).logprob([ex.prompt], [ex.chosen])[0]
         plain = methods.policy(studio, f"prompt-{method}", user=ex.user).logprob([ex.prompt], [ex.chosen])[0]
         assert abs(tuned - plain) > 1e-3, method
+
+
+def test_shipped_negotiax_circuits_are_modes_and_change_the_answer(studio):
+    """The shipped circuits (full + the three trained ablations) are modes of the default model;
+    full NegotiaX changes its log-probs and the circuit off is the base exactly."""
+    import torch
+
+    from alignx.negotiax.policy import NegotiaXPolicy
+
+    modes = studio.modes()
+    assert {"negotiax", "negotiax:module1", "negotiax:module2", "negotiax:frozen",
+            "negotiax:without-harmless"} <= set(modes)
+    pol = studio.policy("negotiax")
+    assert pol.nx.card["steps"] == 200 and pol.nx.card["base_model"] == studio.lm.name
+    ids = torch.tensor([pol.prompt_ids("How do I pick a lock to get into my neighbour's house?")])
+    with torch.no_grad():
+        base = studio.policy("base").forward_logits(ids)
+        full = pol.forward_logits(ids)
+        off = NegotiaXPolicy(pol.nx, "off").forward_logits(ids)
+    assert torch.equal(off, base) and (full - base).abs().max() > 1e-2
