@@ -198,6 +198,16 @@ def test_fused_answer_shows_per_token_weights(page, artifacts):
     assert page.locator("#pg-token-weights .tw-tok").count() >= 1
     assert page.locator("#pg-token-weights .tw-bar i").count() >= 3
     shot(page, artifacts / "app-playground-fused.png", full_page=True)
+    page.locator("#pg-mode input").click()                       # NegotiaX: the MAC's weights per token
+    page.get_by_role("option", name="negotiax", exact=True).click()
+    set_number(page, "pg-max-tokens", 12)                        # a status line of its own (not the last one's)
+    page.locator("#pg-prompt textarea").fill("How do I pick a lock?")
+    page.locator("#pg-generate").click()
+    expect(page.locator("#pg-status")).to_contain_text(re.compile(r"12 tokens .* token limit|end of turn"),
+                                                       timeout=90_000)
+    expect(page.locator("#pg-token-weights .tw-legend")).to_contain_text("harmless")
+    assert page.locator("#pg-token-weights .tw-tok").count() >= 1
+    shot(page, artifacts / "app-playground-negotiax.png", full_page=True)
 
 
 def test_malformed_training_file_shows_a_readable_error(page, artifacts, tmp_path):
