@@ -110,10 +110,14 @@ def test_compare_vote_updates_leaderboard(page, artifacts, tiny_app):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Side by side").click()
+    page.locator("#col-negotiax").wait_for()                    # the columns' render has landed
     page.locator("#sbs-prompt textarea").fill("Is the Earth flat?")
     page.locator("#sbs-compare").click()
-    modes = tiny_app[1].studio.modes()          # base, each expert, and the two MoCaE fusions
-    assert {"mocae-logit", "mocae-adapter"} <= set(modes)
+    from alignx import methods
+
+    modes = [m.name for m in methods.describe(tiny_app[1].studio) if not m.ablation]   # the columns shown
+    assert {"mocae-logit", "mocae-adapter", "negotiax"} <= set(modes)
+    assert not page.locator("#col-negotiax-without-helpful").count()          # ablations: one tick away
     for mode in modes:
         expect(page.locator(f"#col-{mode.replace(':', '-')} .badge-state")).to_have_text(
             re.compile("end of turn|token limit"), timeout=90_000)

@@ -247,24 +247,24 @@ def test_nested_contexts_and_every_forward_pass(tiny):
 
 def test_register_points_extension(tiny):
     def resolve(model, name):
-        return hooks.Point(model.lm_head) if name == "mac.logits" else None
+        return hooks.Point(model.lm_head) if name == "ext.logits" else None
 
-    hooks.register_points("mac", resolve, lambda model: ["mac.logits"])
+    hooks.register_points("ext", resolve, lambda model: ["ext.logits"])
     try:
-        assert hooks.names(tiny.model)[-1] == "mac.logits"
+        assert hooks.names(tiny.model)[-1] == "ext.logits"
         with pytest.raises(InvalidInput, match="already registered"):
-            hooks.register_points("mac", resolve, lambda model: [])
+            hooks.register_points("ext", resolve, lambda model: [])
         with pytest.raises(InvalidInput):
             hooks.register_points("blocks", resolve, lambda model: [])
-        with hooks.capture(tiny.model, ["mac.logits"]) as cache:
+        with hooks.capture(tiny.model, ["ext.logits"]) as cache:
             out = logits(tiny.model)
-        assert torch.equal(cache["mac.logits"], out)
-        with pytest.raises(InvalidInput, match="unknown hook point 'mac.other'"):
-            with hooks.capture(tiny.model, "mac.other"):
+        assert torch.equal(cache["ext.logits"], out)
+        with pytest.raises(InvalidInput, match="unknown hook point 'ext.other'"):
+            with hooks.capture(tiny.model, "ext.other"):
                 pass
     finally:
-        hooks.unregister_points("mac")
-    assert "mac.logits" not in hooks.names(tiny.model)
+        hooks.unregister_points("ext")
+    assert "ext.logits" not in hooks.names(tiny.model)
 
 
 # --- the extraction code moved onto hooks: identical numbers to the old output_hidden_states way ---

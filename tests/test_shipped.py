@@ -28,8 +28,8 @@ def test_cards_describe_the_default_model(studio):
     latent = json.loads((DEFAULT_EXPERTS_DIR / "latent" / "card.json").read_text())
     assert latent["k"] == 256 and set(latent["experts"]) == AXES
     assert studio.mocae is not None
-    assert studio.modes() == ["base", "expert:harmless", "expert:helpful", "expert:honest",
-                              "mocae-logit", "mocae-adapter"]
+    assert studio.modes()[:7] == ["base", "expert:harmless", "expert:helpful", "expert:honest",
+                                  "mocae-logit", "mocae-adapter", "negotiax"]
 
 
 @pytest.mark.parametrize("mode,prompt", [

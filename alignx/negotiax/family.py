@@ -34,7 +34,8 @@ def mode_name(folder: str) -> str:
 def available(studio) -> dict[str, Path]:
     """``{mode: folder}`` of the trained circuits for this Studio's base model (not loaded)."""
     root, out = circuits_dir(studio), {}
-    for folder in sorted(root.iterdir()) if root.is_dir() else ():
+    folders = sorted(root.iterdir(), key=lambda f: (f.name != FULL, f.name)) if root.is_dir() else ()
+    for folder in folders:                                          # the full model first
         try:
             card = json.loads((folder / "card.json").read_text())
         except (OSError, ValueError):
