@@ -247,6 +247,8 @@ def test_cli_train_mac_on_the_real_files(tmp_path, data_dir):
     card = json.loads((tmp_path / "full" / "card.json").read_text())
     assert card["steps"] == 3 and card["base_model"] == "tiny-random" and set(card["rows_per_objective"]) == set(OBJ)
     assert all(loss == loss for _, loss in card["losses"])               # finite: rows cut to nothing are dropped
+    assert card["data"]["helpful"]["eval_prompts_removed"]["alpaca"] > 0       # I-Alpaca prompts are in Alpaca
+    assert set(card["data"]["helpful"]["sources"]) == {"alpaca"}
     r = subprocess.run(base + ["--fork-layer", "9"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "fork layer 9 out of range" in r.stderr
     r = subprocess.run(base + ["--leave-out", "honest", "--name", "loo"], capture_output=True, text=True, timeout=300)

@@ -56,12 +56,13 @@ def run(args: argparse.Namespace) -> int:
     lm = load_model(args.model, device=args.device)
     register_points()
     nx = NegotiaX.fresh(lm.model, lm.tokenizer, objectives, cfg)
-    data = objective_data([o for o in objectives if o not in args.leave_out], args.data_dir, args.seed)
+    provenance: dict = {}
+    data = objective_data([o for o in objectives if o not in args.leave_out], args.data_dir, args.seed, provenance)
     bar = tqdm(total=tcfg.steps, desc=f"Train_MAC {name}", unit="step", file=sys.stderr)
     command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = train_mac(nx, data, cfg, tcfg, args.out, name, args.variant, args.leave_out, args.resume, command,
                      on_step=lambda s, loss: (bar.update(s - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
-                     base_model=lm.name)
+                     base_model=lm.name, provenance=provenance)
     bar.close()
     card = json.loads((path / "card.json").read_text())
     print(json.dumps({k: card.get(k) for k in ("variant", "leave_out", "steps", "parameters", "wall_time_s")}))

@@ -92,3 +92,4 @@ class AxisData:
     train: list[tuple[str, str]]
     heldout: list[tuple[str, str]]
     sources: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)   # source -> rows dropped as evaluation prompts

@@ -130,14 +130,16 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
         train, held = _take(pairs, replace(cfg, heldout_rows=held_n), rng)
         return AxisData(axis, train, held, {"custom": len(train)})
     banned = evaluation_prompts(data_dir)
-    alpaca = [(r.prompt, r.response) for r in D.load_alpaca(data_dir=data_dir, skip_bad=True)
-              if r.prompt.strip() not in banned]
+    alpaca_all = D.load_alpaca(data_dir=data_dir, skip_bad=True)
+    alpaca = [(r.prompt, r.response) for r in alpaca_all if r.prompt.strip() not in banned]
+    removed = {"alpaca": len(alpaca_all) - len(alpaca)}
     if axis == "helpful":
         train, held = _take(alpaca, cfg, rng)
-        return AxisData(axis, train, held, {"alpaca": len(train)})
+        return AxisData(axis, train, held, {"alpaca": len(train)}, removed)
     if axis == "harmless":
-        refusals = [(r.prompt, r.response) for r in D.load_safety_instructions(data_dir=data_dir, skip_bad=True)
-                    if r.prompt.strip() not in banned]
+        refusals_all = D.load_safety_instructions(data_dir=data_dir, skip_bad=True)
+        refusals = [(r.prompt, r.response) for r in refusals_all if r.prompt.strip() not in banned]
+        removed["safety_refusals"] = len(refusals_all) - len(refusals)
         train, held = _take(refusals, cfg, rng)
         benign_pool = alpaca[:]
         random.Random(cfg.seed + 1).shuffle(benign_pool)
@@ -162,14 +164,16 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
             sources["truthfulqa_benign"] = len(tqa)
         if templated:
             sources["template_refusals"] = len(templated)
-        return AxisData(axis, mixed, held, sources)
+        if not benign:
+            removed.pop("alpaca")                       # no Alpaca row in this mix
+        return AxisData(axis, mixed, held, sources, removed)
     tqa_train = D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
     pairs = []
     for r in tqa_train:
         answers = [r.response] + [a for a in r.extra["correct_answers"] if a != r.response][:2]
         pairs.extend((r.prompt, a if a.endswith(".") else a + ".") for a in answers)
     train, held = _take(pairs, cfg, rng)
-    return AxisData(axis, train, held, {"truthfulqa_train_half": len(train)})
+    return AxisData(axis, train, held, {"truthfulqa_train_half": len(train)}, {"truthfulqa_train_half": 0})
 
 
 def tokenize_pair(tokenizer, prompt: str, response: str, max_length: int) -> dict:

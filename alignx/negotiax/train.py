@@ -65,10 +65,12 @@ def train_preset(name: str, **overrides) -> MACTraining:
     return replace(TRAIN_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
-def objective_data(objectives: Sequence[str], data_dir=None, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+def objective_data(objectives: Sequence[str], data_dir=None, seed: int = 0,
+                   provenance: dict | None = None) -> dict[str, list[tuple[str, str]]]:
     """Each built-in objective's own training rows (no benign mix): helpful = Alpaca answers,
     harmless = safety-tuned-llamas refusals, honest = TruthfulQA training-half correct answers; the
-    evaluation prompts are removed by ``alignx.experts.sft.axis_data``."""
+    evaluation prompts are removed by ``alignx.experts.sft.axis_data``. ``provenance`` (if given)
+    receives ``{objective: {"sources": rows per source, "eval_prompts_removed": per source}}``."""
     from alignx.data import AXES
     from alignx.experts.config import preset
     from alignx.experts.sft import axis_data
@@ -79,7 +81,10 @@ def objective_data(objectives: Sequence[str], data_dir=None, seed: int = 0) -> d
             raise InvalidInput(f"objective {o!r} has no built-in training data (built-in: {', '.join(AXES)}); pass rows")
         cfg = preset("cpu", seed=seed, benign_mix=0.0, benign_truthfulqa=0.0, benign_contrast=0.0, template_refusals=0,
                      rows_per_axis=None)
-        out[o] = list(axis_data(o, cfg, data_dir).train)
+        data = axis_data(o, cfg, data_dir)
+        out[o] = list(data.train)
+        if provenance is not None:
+            provenance[o] = {"sources": dict(data.sources), "eval_prompts_removed": dict(data.removed)}
     return out
 
 
@@ -132,7 +137,8 @@ def objective_losses(nx, batch: dict, objective: str, variant: str, cfg: Negotia
 def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXConfig, tcfg: MACTraining,
               out_dir: str | Path, name: str = "negotiax", variant: str = "full", leave_out: Sequence[str] = (),
               resume: bool = False, command: str | None = None, on_step: Callable[[int, float], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, base_model: str | None = None) -> Path:
+              should_stop: Callable[[], bool] | None = None, base_model: str | None = None,
+              provenance: dict | None = None) -> Path:
     """Train ``nx.circuit`` in place and save it to ``<out_dir>/<name>`` (returned)."""
     from alignx.experts.train import TrainingCancelled
 
@@ -199,6 +205,7 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
             p.requires_grad_(True)
     extra = {"base_model": base_model, "variant": variant, "leave_out": list(leave_out), "training": asdict(tcfg),
              "rows_per_objective": {o: len(r) for o, r in rows.items()}, "rows_too_long": cut, "losses": history,
+             "data": dict(provenance or {}),
              "wall_time_s": round(time.time() - t0, 1), "command": command, "steps": step}
     path = nx.save(Path(out_dir) / name, extra)
     import shutil
