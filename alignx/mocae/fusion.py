@@ -121,10 +121,12 @@ def expert_forward(model, stacked, names: list[str], per_expert: int, **kwargs):
 
 def _repeated(kwargs: dict, k: int) -> dict:
     """The batched inputs of a forward repeated k times along the rows (copy-major)."""
+    from alignx.fork import repeat_rows
+
     out = dict(kwargs)
     for key in ("input_ids", "inputs_embeds", "attention_mask", "position_ids"):
         if out.get(key) is not None:
-            out[key] = out[key].repeat(k, *([1] * (out[key].dim() - 1)))
+            out[key] = repeat_rows(out[key], k)
     return out
 
 
