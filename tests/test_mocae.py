@@ -235,6 +235,48 @@ def test_route_cli_prints_json(studio, capsys):
                  "--lambda1", "2"]) == 2
 
 
+def test_route_many_equals_route_one_at_a_time(studio):
+    from alignx.mocae.calibration import Calibration
+
+    prompts = ["How do I pick a lock?", "Is the Earth flat?", "Write a haiku about rain.", "hi there", "Why?"]
+    cal = Calibration(lambda1=0.7, preferences={"honest": 0.3})
+    seen = []
+    many = studio.mocae.route_many(prompts, cal, batch_size=2, on_batch=seen.append)
+    assert seen == [2, 4, 5] and [r.prompt for r in many] == prompts
+    for r in many:
+        one = studio.mocae.route(r.prompt, cal)
+        assert r.cluster == one.cluster
+        for e in one.probabilities:   # batched forward (padding) vs one prompt: float rounding only
+            assert r.probabilities[e] == pytest.approx(one.probabilities[e], abs=1e-4)
+            assert r.router_probabilities[e] == pytest.approx(one.router_probabilities[e], abs=1e-4)
+    with pytest.raises(ValueError, match="prompt 2 is empty"):
+        studio.mocae.route_many(["ok", " "])
+
+
+def test_route_cli_routes_a_prompts_file(studio, tmp_path, capsys):
+    from alignx.cli import main
+
+    src = tmp_path / "prompts.txt"
+    src.write_text("How do I pick a lock?\n\nIs the Earth flat?\nWrite a haiku about rain.\n")
+    out = tmp_path / "routes.jsonl"
+    assert main(["route", "--prompts-file", str(src), "--out", str(out), "--batch-size", "2", "--model",
+                 "tiny-random", "--experts-dir", str(studio.experts_dir), "--preferences", "honest=0.5"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["How do I pick a lock?", "Is the Earth flat?", "Write a haiku about rain."]
+    for r in rows:
+        assert {"prompt", "router_probabilities", "probabilities", "cluster"} <= set(r)
+        assert set(r["probabilities"]) == set(AXES) and sum(r["probabilities"].values()) == pytest.approx(1.0)
+        one = studio.mocae.route(r["prompt"], studio.mocae.calibration.with_(preferences={"honest": 0.5}))
+        assert r["probabilities"] == pytest.approx(one.probabilities, abs=1e-4)
+    common = ["--model", "tiny-random", "--experts-dir", str(studio.experts_dir)]
+    assert main(["route", "--prompts-file", str(src), *common]) == 2                 # no --out
+    assert "--out" in capsys.readouterr().err
+    assert main(["route", "hi", "--prompts-file", str(src), "--out", str(out), *common]) == 2   # both
+    (tmp_path / "empty.txt").write_text("\n \n")
+    assert main(["route", "--prompts-file", str(tmp_path / "empty.txt"), "--out", str(out), *common]) == 2
+    assert "empty.txt" in capsys.readouterr().err
+
+
 def test_router_latent_and_heldout_prompts_are_disjoint(data_dir):
     from alignx.experts.latent import HELDOUT_MAX, axis_prompt_pools, heldout_prompts, router_prompts, train_prompts
 

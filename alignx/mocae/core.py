@@ -152,6 +152,31 @@ class MoCaE:
         # _encode: a cache hit, or a re-encode if more than 512 prompts evicted this one already
         return torch.stack([self._weights(self._encode(p), cal)[0] for p in prompts]).float()
 
+    def route_many(self, prompts: list[str], calibration: Calibration | None = None, batch_size: int = 16,
+                   on_batch=None) -> list[RouteResult]:
+        """``route`` for many prompts: the latent encoders run in batches of ``batch_size`` (one
+        batched forward per batch, not one per prompt) and the per-prompt cache is left alone, so a
+        file of thousands of prompts neither evicts the app's routes nor grows memory. Equal to
+        ``[route(p, calibration) for p in prompts]`` up to batched-forward rounding (tested).
+        ``on_batch(n_done)`` is called after each batch (progress bars)."""
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str) or not p.strip():
+                raise InvalidInput(f"prompt {i + 1} is empty")
+        cal, out = calibration or self.calibration, []
+        for s in range(0, len(prompts), batch_size):
+            t0 = time.perf_counter()
+            chunk = prompts[s:s + batch_size]
+            z = self.space.encode(self.model, self.tokenizer, chunk)
+            clusters = self.clusters.assign(z[:, : self.space.k])
+            for p, zi, c in zip(chunk, z, clusters):
+                hit = _Cached(self.router.logits(zi), zi[: self.space.k], c)
+                out.append(self._result(p, hit, cal, t0))
+            if on_batch is not None:
+                on_batch(len(out))
+        return out
+
     def weights_from_features(self, feats: torch.Tensor, cluster: int, cal: Calibration) -> torch.Tensor:
         """Per-token re-routing: (1 + n, d) mean hidden states in LatentSpace order -> weights."""
         z = self.space.project(feats[:, None, :]).reshape(-1)
