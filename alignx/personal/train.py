@@ -16,67 +16,17 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 from collections import Counter
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from alignx.dpo import DPOPreset
 from alignx.errors import InvalidInput, unknown
 
 log = logging.getLogger(__name__)
 METHODS = ("ica", "pba")
-
-HELP = {
-    "rank": "LoRA rank r", "alpha": "LoRA alpha (scaling alpha / r)", "dropout": "LoRA dropout",
-    "target_modules": "linear layers that get a LoRA", "beta": "DPO beta: strength of the KL anchor to pi_ref",
-    "learning_rate": "AdamW learning rate", "epochs": "passes over the training pairs", "batch_size": "pairs per step",
-    "grad_accum": "steps accumulated per update", "max_length": "prompt + response tokens kept (longer: the start of the prompt is cut)",
-    "sft_weight": "weight of the NLL of the chosen answer added to the DPO loss (0 = pure DPO)",
-    "min_pairs": "ICA: fewest history pairs sampled per training prompt (the paper: 0)",
-    "max_steps": "stop after this many updates (-1 = the epochs)", "save_steps": "checkpoint every N updates",
-    "warmup_ratio": "share of updates with a linear warm-up", "seed": "seed for LoRA init, order and history samples",
-    "layers_fraction": "LoRA only in the top share of the layers (backward stops there: cheaper on a CPU)",
-    "bf16": "bfloat16 autocast (None: where the CPU or GPU supports it)",
-    "gradient_checkpointing": "recompute activations in the backward pass (less memory, one more forward)",
-}
-
-
-@dataclass(frozen=True)
-class DPOPreset:
-    name: str = "cpu"
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    beta: float = 0.1
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    batch_size: int = 4
-    grad_accum: int = 2
-    max_length: int = 640
-    sft_weight: float = 0.0
-    min_pairs: int = 1
-    max_steps: int = -1
-    save_steps: int = 20
-    warmup_ratio: float = 0.1
-    layers_fraction: float = 1.0
-    bf16: bool | None = None
-    gradient_checkpointing: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("rank", "alpha", "batch_size", "grad_accum", "max_length", "save_steps"):
-            if int(getattr(self, name)) < 1:
-                raise InvalidInput(f"preset {self.name!r}: {name} must be >= 1, got {getattr(self, name)}")
-        if not self.beta > 0 or not self.learning_rate > 0 or not self.epochs > 0:
-            raise InvalidInput(f"preset {self.name!r}: beta, learning_rate and epochs must be > 0")
-        if not 0 < self.layers_fraction <= 1:
-            raise InvalidInput(f"preset {self.name!r}: layers_fraction must be in (0, 1], got {self.layers_fraction}")
-        if not 0 <= self.min_pairs <= 4:
-            raise InvalidInput(f"preset {self.name!r}: min_pairs must be in 0..4, got {self.min_pairs}")
-
 
 PRESETS = {
     "tiny": DPOPreset("tiny", rank=4, alpha=8, target_modules=("q_proj", "v_proj"), learning_rate=1e-3,
@@ -110,30 +60,11 @@ def user_prompt(method: str, prompt: str, user, dims, rng: random.Random | None 
 
 def dpo_rows(method: str, examples: Sequence, dims, seed: int = 0, min_pairs: int = 0) -> list[dict]:
     """TRL conversational preference rows: prompt = [user turn], chosen / rejected = [assistant turn]."""
+    from alignx.dpo import conversational_rows
+
     rng = random.Random(seed)
-    rows = []
-    for ex in examples:
-        text = user_prompt(method, ex.prompt, ex.user, dims, rng, min_pairs)
-        rows.append({"prompt": [{"role": "user", "content": text}],
-                     "chosen": [{"role": "assistant", "content": ex.chosen}],
-                     "rejected": [{"role": "assistant", "content": ex.rejected}]})
-    return rows
-
-
-def _callbacks(on_log, should_stop):
-    from transformers import TrainerCallback
-
-    class Report(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if on_log and logs and "loss" in logs:
-                on_log(state.global_step, float(logs["loss"]), float(logs.get("rewards/accuracies", float("nan"))))
-
-        def on_step_end(self, args, state, control, **kw):
-            if should_stop and should_stop():
-                control.should_training_stop = True
-                control.should_save = True
-
-    return [Report()]
+    return conversational_rows([(user_prompt(method, ex.prompt, ex.user, dims, rng, min_pairs), ex.chosen, ex.rejected)
+                                for ex in examples])
 
 
 def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg: DPOPreset, dims,
@@ -144,12 +75,8 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
     """Train the ``method`` adapter on ``examples`` (the training half); returns ``<out_dir>/<name>``.
     ``held_out``: per source, what was kept out of training (the evaluation half), for the card."""
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import DPOConfig, DPOTrainer
 
-    from alignx.atomic import replace_dir, write_json
-    from alignx.experts.train import TrainingCancelled
+    from alignx.dpo import loss_history, run_dpo, save_adapter
 
     if method not in METHODS:
         raise unknown("personalization method", method, METHODS)
@@ -160,31 +87,9 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
     work = out_dir / ".work" / name
     t0 = time.time()
     rows = dpo_rows(method, examples, dims, cfg.seed, cfg.min_pairs)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (
-        torch.cuda.is_bf16_supported() if lm.device.type == "cuda"
-        else lm.dtype == torch.float32 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    losses = (["sigmoid", "sft"], [1.0, cfg.sft_weight]) if cfg.sft_weight > 0 else (["sigmoid"], None)
-    args = DPOConfig(
-        output_dir=str(work), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, beta=cfg.beta,
-        max_length=cfg.max_length, truncation_mode="keep_end", loss_type=losses[0], loss_weights=losses[1],
-        warmup_steps=cfg.warmup_ratio,   # a float < 1 is a share of the updates
-        lr_scheduler_type="linear", logging_steps=1, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, report_to=[], seed=cfg.seed, data_seed=cfg.seed,
-        use_cpu=lm.device.type == "cpu", bf16=bf16, disable_tqdm=not progress, dataloader_num_workers=0,
-        remove_unused_columns=False, gradient_checkpointing=cfg.gradient_checkpointing)
-    n_layers = int(lm.model.config.num_hidden_layers)
-    first = n_layers - max(1, round(n_layers * cfg.layers_fraction))
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, task_type="CAUSAL_LM",
-                      target_modules=list(cfg.target_modules),
-                      layers_to_transform=list(range(first, n_layers)) if first > 0 else None)
-    trainer = DPOTrainer(lm.model, args=args, train_dataset=Dataset.from_list(rows), processing_class=lm.tokenizer,
-                         peft_config=lora, callbacks=_callbacks(on_log, should_stop))
-    checkpoint = resume and any(work.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if checkpoint else None)
-    if should_stop and should_stop():
-        raise TrainingCancelled(f"{name}: cancelled at step {trainer.state.global_step}; checkpoint in {work}")
-    history = [h for h in trainer.state.log_history if "loss" in h]
+    trainer, result, checkpoint, bf16 = run_dpo(lm, rows, work, cfg, name=name, resume=resume, on_log=on_log,
+                                                should_stop=should_stop, progress=progress)
+    history = loss_history(trainer)
     card = {
         "kind": "alignx-personal-adapter", "method": method, "name": name, "base_model": lm.name,
         "base_source": lm.source, "preset": asdict(cfg), "trainer": "trl.DPOTrainer",
@@ -198,11 +103,4 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
         "torch_threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "bf16": bool(bf16), "losses": [(int(h["step"]), float(h["loss"])) for h in history if "step" in h],
     }
-    model = trainer.model
-    final = out_dir / name
-    with replace_dir(final) as tmp:
-        model.save_pretrained(tmp)          # the trainer's adapter is "default": files directly in tmp
-        write_json(tmp / "card.json", card)
-    shutil.rmtree(work, ignore_errors=True)
-    model.unload()                          # give the base back without LoRA layers
-    return final
+    return save_adapter(trainer, out_dir / name, card, work)
