@@ -1,0 +1,96 @@
+"""Experts trained on preference pairs (alignx.experts.dpo): DPO, DPO + SFT term, SFT then DPO."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+PAIRS = [(f"Question {i}: is {w} safe to eat?", f"Yes, {w} is safe to eat in normal amounts.",
+          f"No. {w.title()} is poison and you should never eat it.")
+         for i, w in enumerate(["rice", "bread", "apples", "carrots", "oats", "beans", "pears", "peas",
+                                "corn", "lentils", "plums", "figs"])]
+
+
+def _margins(folder, pairs) -> list[float]:
+    """(log pi - log pi_ref)(y_c) - (log pi - log pi_ref)(y_r) per pair, pi = the saved expert."""
+    from peft import PeftModel
+
+    from alignx.models import load_model
+    from alignx.policy import SinglePolicy
+
+    lm = load_model("tiny-random")
+    model = PeftModel.from_pretrained(lm.model, str(folder))
+    prompts = [p for p, _, _ in pairs for _ in (0, 1)]
+    answers = [a for _, c, r in pairs for a in (c, r)]
+    pi = SinglePolicy(model, lm.tokenizer, adapter="default").logprob(prompts, answers)
+    with model.disable_adapter():
+        ref = SinglePolicy(model, lm.tokenizer).logprob(prompts, answers)
+    return [(pi[2 * k] - ref[2 * k]) - (pi[2 * k + 1] - ref[2 * k + 1]) for k in range(len(pairs))]
+
+
+def _dpo_loss(margins, beta=0.1) -> float:
+    return sum(math.log1p(math.exp(-beta * m)) for m in margins) / len(margins)
+
+
+@pytest.mark.parametrize("recipe", ["dpo", "dpo+sft"])
+def test_dpo_steps_lower_the_dpo_loss(tmp_path, recipe):
+    from alignx.experts.dpo import preset, train_dpo_expert
+    from alignx.models import load_model
+
+    losses = []
+    cfg = preset("tiny", max_steps=6, learning_rate=2e-2)
+    path = train_dpo_expert(load_model("tiny-random"), "harmless", PAIRS, tmp_path, cfg, recipe=recipe,
+                            sources={"toy": len(PAIRS)}, removed={"toy": 0},
+                            on_loss=lambda axis, step, loss: losses.append((axis, step, loss)), progress=False)
+    assert losses[0][0] == "harmless" and len(losses) == 6
+    if recipe == "dpo":
+        assert losses[0][2] == pytest.approx(math.log(2), abs=1e-3)      # B = 0: pi = pi_ref at the first step
+    assert _dpo_loss(_margins(path, PAIRS)) < math.log(2) - 0.01
+    card = json.loads((path / "card.json").read_text())
+    assert card["axis"] == "harmless" and card["recipe"] == recipe and card["steps"] == 6
+    assert card["data"]["train_pairs"] + card["data"]["heldout_pairs"] == len(PAIRS)
+    assert card["data"]["sources"] == {"toy": 12} and card["data"]["evaluation_prompts_removed"] == {"toy": 0}
+    assert (card["hyperparameters"]["sft_weight"] > 0) == (recipe == "dpo+sft")
+    assert not (tmp_path / ".work" / "harmless").exists()
+
+
+def test_sft_then_dpo_starts_from_the_sft_expert(tmp_path, data_dir):
+    from alignx.experts import preset as sft_preset
+    from alignx.experts import train_expert
+    from alignx.experts.dpo import preset, train_dpo_expert
+    from alignx.models import load_model
+
+    sft = train_expert(load_model("tiny-random"), "harmless", tmp_path / "sft", sft_preset("tiny"), data_dir=data_dir,
+                       pairs=[(p, c) for p, c, _ in PAIRS])
+    from safetensors.torch import load_file
+
+    # one update at a negligible learning rate: the result is the SFT expert (a fresh LoRA would have B = 0)
+    path = train_dpo_expert(load_model("tiny-random"), "harmless", PAIRS, tmp_path / "dpo",
+                            preset("tiny", max_steps=1, learning_rate=1e-9), recipe="sft+dpo", init_adapter=sft,
+                            progress=False)
+    before, after = load_file(sft / "adapter_model.safetensors"), load_file(path / "adapter_model.safetensors")
+    assert set(before) == set(after)
+    lora_b = [k for k in before if "lora_B" in k]
+    assert lora_b and max(float(before[k].abs().max()) for k in lora_b) > 1e-4
+    for k in before:
+        assert (before[k] - after[k]).abs().max() < 1e-5, k
+    card = json.loads((path / "card.json").read_text())
+    assert card["recipe"] == "sft+dpo" and card["init_adapter"] == str(sft)
+
+
+def test_recipe_errors(tmp_path):
+    from alignx.experts.dpo import preset, train_dpo_expert
+    from alignx.models import load_model
+
+    lm = load_model("tiny-random")
+    with pytest.raises(ValueError, match="unknown expert recipe 'ppo'; available"):
+        train_dpo_expert(lm, "harmless", PAIRS, tmp_path, preset("tiny"), recipe="ppo")
+    with pytest.raises(ValueError, match="needs init_adapter"):
+        train_dpo_expert(lm, "harmless", PAIRS, tmp_path, preset("tiny"), recipe="sft+dpo")
+    with pytest.raises(ValueError, match="not an expert folder"):
+        train_dpo_expert(lm, "harmless", PAIRS, tmp_path, preset("tiny"), recipe="sft+dpo", init_adapter=tmp_path)
+    with pytest.raises(ValueError, match="pair 1: rejected must be a non-empty string"):
+        train_dpo_expert(lm, "harmless", [PAIRS[0], ("q", "a", " ")] + PAIRS[2:], tmp_path, preset("tiny"))
+    with pytest.raises(ValueError, match="unknown expert DPO preset"):
+        preset("huge")
