@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import logging
 from pathlib import Path
@@ -48,17 +49,24 @@ def read_json_list(path: str | Path, key: str | None = None) -> list[dict]:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """JSON lines (gzip-compressed when the name ends in ``.gz``); ``row`` in errors = line index."""
     path = Path(path)
     _check_file(path)
     rows = []
-    with path.open(encoding="utf-8-sig") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"malformed JSON line: {exc.msg}", row=i) from None
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig") as f:
+            for i, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(path, f"malformed JSON line: {exc.msg}", row=i) from None
+    except (OSError, EOFError) as exc:         # gzip.BadGzipFile is an OSError
+        raise DataError(path, f"cannot read ({type(exc).__name__}: {exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not rows:
         raise DataError(path, "no rows")
     return rows
@@ -111,3 +119,32 @@ def convert_rows(path: Path, rows: list, convert: Callable[[int, Any], T], skip_
     if not out:
         raise DataError(path, f"no usable rows ({skipped} skipped)")
     return out
+
+
+def local_file(source: str | Path | None, key: str, data_dir: str | Path | None = None) -> Path:
+    """``source`` as a path, or (None) the data directory's file ``paths.FILES[key]``."""
+    from alignx.data.paths import FILES, resolve_data_dir
+
+    return Path(source).expanduser() if source is not None else resolve_data_dir(data_dir) / FILES[key]
+
+
+def convert_head(path: Path, rows: list, convert: Callable[[int, Any], T], limit: int | None = None,
+                 skip_bad: bool = False) -> list[T]:
+    """``convert_rows`` on the first ``limit`` rows (all when None): only those are validated."""
+    if limit is not None and limit < 1:
+        raise DataError(path, f"limit must be >= 1, got {limit}")
+    return convert_rows(path, rows if limit is None else rows[:limit], convert, skip_bad)
+
+
+def split_list(path: Path, i: int, value: Any, field: str, n: int | None = None) -> list[str]:
+    """A list of non-empty strings (or a JSON string holding one), of length ``n`` when given."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise DataError(path, "expected a JSON list of strings", row=i, field=field) from None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise DataError(path, "expected a list of non-empty strings", row=i, field=field)
+    if n is not None and len(value) != n:
+        raise DataError(path, f"expected {n} strings, got {len(value)}", row=i, field=field)
+    return value

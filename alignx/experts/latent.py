@@ -144,36 +144,44 @@ def heldout_prompts(data_dir=None, per_axis: int = 100, seed: int = 0) -> tuple[
     return prompts, labels
 
 
-def axis_prompt_pools(data_dir=None, seed: int = 0) -> dict[str, list[list[str]]]:
-    """Per axis, the training sources of its prompts, each shuffled; none is evaluated on.
+def axis_prompt_pools(data_dir=None, seed: int = 0, removed: dict[str, int] | None = None) -> dict[str, list[list[str]]]:
+    """Per axis, the training sources of its prompts, each shuffled, none holding an evaluation
+    prompt (``alignx.data.decontam``: exact and near duplicates of every ``eval`` file removed).
 
-    helpful: Alpaca instructions (minus the safety-tuned-llamas evaluation prompts) and the
-    AlpacaEval instructions that are neither H3Fusion's first 50 nor in ``heldout_prompts``
-    (Alpaca alone is formal one-line tasks, so a router fitted on it alone sends conversational
-    requests to the harmless expert); harmless: safety-tuned-llamas harmful instructions and the
-    BeaverTails training-half prompts; honest: the TruthfulQA training half."""
-    from alignx.experts.sft import evaluation_prompts
+    helpful: Alpaca instructions and HH-RLHF helpful-base first turns (Alpaca alone is formal
+    one-line tasks, so a router fitted on it alone sends conversational requests to the harmless
+    expert; AlpacaEval, which played that part before, is an evaluation file: never trained on);
+    harmless: safety-tuned-llamas harmful instructions and the BeaverTails training-half prompts;
+    honest: the TruthfulQA training half. ``removed`` (if given) receives the rows dropped per source."""
+    from alignx.data.decontam import EvalIndex
+    from alignx.data.registry import load
 
-    banned = evaluation_prompts(data_dir)
-    held = set(heldout_prompts(data_dir, HELDOUT_MAX, seed)[0])
-    ref = D.resolve_data_dir(data_dir) / D.paths.FILES["alpaca_eval_reference"]
-    alpaca_eval = [r.prompt for r in D.load_model_outputs(ref)][H3FUSION_HELPFUL_N:]
+    index = EvalIndex.build(data_dir)
+    removed = removed if removed is not None else {}
+
+    def clean(records, name: str) -> list[str]:
+        kept, report = index.filter(records, name)
+        removed[name] = report.removed
+        return [r.prompt for r in kept]
+
     sources = {
-        "helpful": [[r.prompt for r in D.load_alpaca(data_dir=data_dir, skip_bad=True) if r.prompt.strip() not in banned],
-                    [p for p in alpaca_eval if p not in held]],
-        "harmless": [[r.prompt for r in D.load_safety_instructions(data_dir=data_dir, skip_bad=True)],
-                     [r.prompt for r in D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0]]],
-        "honest": [[r.prompt for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]]],
+        "helpful": [clean(D.load_alpaca(data_dir=data_dir, skip_bad=True), "alpaca"),
+                    clean(load("hh_helpful", data_dir, skip_bad=True), "hh_helpful")],
+        "harmless": [clean(D.load_safety_instructions(data_dir=data_dir, skip_bad=True), "safety_instructions"),
+                     clean(D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0],
+                           "beavertails_train_half")],
+        "honest": [clean(D.split_half(D.load_truthfulqa(data_dir=data_dir))[0], "truthfulqa_train_half")],
     }
     return {axis: [_sample(list(dict.fromkeys(src)), 10**9, seed) for src in srcs] for axis, srcs in sources.items()}
 
 
-def axis_prompts(data_dir=None, per_axis: int = 150, seed: int = 0, part: int = 0) -> tuple[list[str], list[str]]:
+def axis_prompts(data_dir=None, per_axis: int = 150, seed: int = 0, part: int = 0,
+                 removed: dict[str, int] | None = None) -> tuple[list[str], list[str]]:
     """``per_axis`` prompts of each axis from half ``part`` of its sources (part 0: the latent
     heads', part 1: the router's, disjoint), taken round-robin over the sources."""
     prompts: list[str] = []
     labels: list[str] = []
-    for axis, srcs in axis_prompt_pools(data_dir, seed).items():
+    for axis, srcs in axis_prompt_pools(data_dir, seed, removed).items():
         halves = [src[part::2] for src in srcs]
         mixed = [p for group in zip_longest(*halves) for p in group if p is not None]
         chosen = mixed[:per_axis]
@@ -182,13 +190,18 @@ def axis_prompts(data_dir=None, per_axis: int = 150, seed: int = 0, part: int = 
     return prompts, labels
 
 
-def train_items(data_dir=None, per_axis: int = 150, seed: int = 0) -> tuple[list[Item], list[str]]:
+def train_items(data_dir=None, per_axis: int = 150, seed: int = 0,
+                removed: dict[str, int] | None = None) -> tuple[list[Item], list[str]]:
     """The latent heads' data: ``axis_prompts`` part 0, and negatives (prompt + unsafe BeaverTails
     answer, or TruthfulQA training-half question + incorrect answer)."""
-    prompts, labels = axis_prompts(data_dir, per_axis, seed, part=0)
+    from alignx.data.decontam import EvalIndex
+
+    index = EvalIndex.build(data_dir)
+    prompts, labels = axis_prompts(data_dir, per_axis, seed, part=0, removed=removed)
     items: list[Item] = [(p, None) for p in prompts]
-    tqa = D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
-    bt_train = D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0]
+    tqa = index.filter(D.split_half(D.load_truthfulqa(data_dir=data_dir))[0])[0]
+    bt_train = index.filter(D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0])[0]
+    # (the negatives' sources are the pools' own: their removals are already in ``removed``)
     negatives = [(r.prompt, r.rejected) for r in bt_train] + [(r.prompt, r.rejected) for r in _sample(tqa, per_axis // 2, seed)]
     return items + negatives, labels + [NEGATIVE] * len(negatives)
 
@@ -198,9 +211,10 @@ def train_prompts(data_dir=None, per_axis: int = 150, seed: int = 0) -> tuple[li
     return axis_prompts(data_dir, per_axis, seed, part=0)
 
 
-def router_prompts(data_dir=None, per_axis: int = 250, seed: int = 0) -> tuple[list[str], list[str]]:
+def router_prompts(data_dir=None, per_axis: int = 250, seed: int = 0,
+                   removed: dict[str, int] | None = None) -> tuple[list[str], list[str]]:
     """The router's training prompts: ``axis_prompts`` part 1, disjoint from the latent heads'."""
-    return axis_prompts(data_dir, per_axis, seed, part=1)
+    return axis_prompts(data_dir, per_axis, seed, part=1, removed=removed)
 
 
 @dataclass

@@ -28,7 +28,8 @@ def fit_latent_space(lm, experts_dir: str | Path, data_dir=None, seed: int = 0, 
     else:
         raise InvalidInput(f"no experts in {experts_dir}: train them first")
     adapters = [BASE, *names]
-    items, labels = train_items(data_dir, per_axis, seed)
+    removed: dict[str, int] = {}
+    items, labels = train_items(data_dir, per_axis, seed, removed)
     test_prompts, test_labels = heldout_prompts(data_dir, heldout_per_axis, seed)
     log.info("latent features: %d train items, %d held-out prompts, %d adapters", len(items),
              len(test_prompts), len(adapters))
@@ -65,9 +66,10 @@ def fit_latent_space(lm, experts_dir: str | Path, data_dir=None, seed: int = 0, 
         "loss": "cross-entropy over cosine similarity to shared prototypes / tau (see docs/METHOD.md)",
         "data": {"train_items": len(items), "train_per_axis": per_axis, "train_negatives": len(neg_rows),
                  "train_sources": "alignx.experts.latent.train_items: half of each axis's prompt sources "
-                                  "(Alpaca + AlpacaEval beyond the first 50 and the held-out reserve; "
+                                  "(Alpaca + HH-RLHF helpful-base first turns; "
                                   "safety-tuned-llamas + BeaverTails train half; TruthfulQA train half), "
                                   "negatives = BeaverTails train-half unsafe answers + TruthfulQA incorrect answers",
+                 "eval_prompts_removed": removed,
                  "heldout_prompts": len(test_prompts), "heldout_per_axis": heldout_per_axis,
                  "heldout_sources": "AlpacaEval instructions; I-CoNa, I-Controversial, I-PhysicalSafetyUnsafe "
                                     "+ held-out BeaverTails half; TruthfulQA test half"},

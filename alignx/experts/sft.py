@@ -4,13 +4,15 @@ helpful  = Alpaca instruction -> response.
 harmless = harmful instruction -> safe refusal (safety-tuned-llamas training set), mixed with
            benign Alpaca rows so the expert learns *when* to refuse (over-refusal stays low).
 honest   = TruthfulQA training half: question -> best answer, plus each other correct answer.
-Any prompt of an evaluation set is removed from training (7 I-Alpaca prompts are in Alpaca).
+Every evaluation prompt of ``ROLES.json`` is removed from training, exact (normalised) and near
+duplicates (word-Jaccard >= 0.8; ``alignx.data.decontam``): 7 I-Alpaca prompts are in Alpaca.
 BeaverTails unsafe responses are never targets (they are latent-head negatives only).
 """
 from __future__ import annotations
 
-from alignx.errors import InvalidInput
+from alignx.errors import InvalidInput, MissingFile
 
+import logging
 import math
 import random
 import re
@@ -20,18 +22,29 @@ from dataclasses import replace
 import torch
 
 from alignx import data as D
+from alignx.data.decontam import EvalIndex, eval_prompt_set
 from alignx.experts.config import AxisData, ExpertConfig
 from alignx.generation import chat_prompt_ids
 
+log = logging.getLogger(__name__)
+
 
 def evaluation_prompts(data_dir=None) -> set[str]:
-    """Every prompt that any evaluation reads: never trained on."""
-    out = {r.prompt.strip() for name in D.SAFETY_HARMFUL_SETS + D.SAFETY_BENIGN_SETS
-           for r in D.load_safety_eval(name, data_dir=data_dir)}
-    out |= {r.prompt.strip() for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[1]}
-    ref = D.resolve_data_dir(data_dir) / D.paths.FILES["alpaca_eval_reference"]
-    out |= {r.prompt.strip() for r in D.load_model_outputs(ref)}
-    return out
+    """Every prompt of an evaluation file of ``ROLES.json`` as written (stripped). Exact copies only:
+    training sets are filtered with ``eval_index(data_dir).filter`` (normalised + near-duplicates)."""
+    return eval_prompt_set(data_dir)
+
+
+def eval_index(data_dir=None) -> EvalIndex:
+    """The decontamination index of ``data_dir`` (``alignx.data.decontam``; cached per directory)."""
+    return EvalIndex.build(data_dir)
+
+
+def _clean(rows: list, source: str, removed: dict[str, int], data_dir=None) -> list:
+    """``rows`` without evaluation prompts; the count dropped is added to ``removed[source]``."""
+    kept, report = eval_index(data_dir).filter(rows, source)
+    removed[source] = removed.get(source, 0) + report.removed
+    return kept
 
 
 def _words(text: str) -> list[str]:
@@ -66,12 +79,20 @@ def nearest_rows(queries: list[str], pool: list[str], n: int) -> list[int]:
     return taken
 
 
-def _take(rows: list[tuple[str, str]], cfg: ExpertConfig, rng: random.Random) -> tuple[list, list]:
+def _take(rows: list[tuple[str, str]], cfg: ExpertConfig, rng: random.Random, source: str | None = None,
+          removed: dict[str, int] | None = None, data_dir=None) -> tuple[list, list]:
+    """Seeded shuffle, the first ``cfg.heldout_rows`` held out, then ``cfg.rows_per_axis`` for
+    training; with ``source``, evaluation prompts are dropped from both parts *after* the split
+    (counted in ``removed[source]``), so a new evaluation file removes rows but never reshuffles
+    the others: held-out rows stay held out."""
     rows = list(rows)
     rng.shuffle(rows)
     heldout, train = rows[:cfg.heldout_rows], rows[cfg.heldout_rows:]
     if cfg.rows_per_axis is not None:
         train = train[:cfg.rows_per_axis]
+    if source is not None:
+        removed = removed if removed is not None else {}
+        train, heldout = _clean(train, source, removed, data_dir), _clean(heldout, source, removed, data_dir)
     return train, heldout
 
 
@@ -80,8 +101,15 @@ def _tqa_answered(share: float, name: str, seed: int, data_dir=None) -> list:
     ("I have no comment." is a refusal: left out)."""
     if not 0.0 <= share <= 1.0:
         raise InvalidInput(f"{name} must be in [0, 1], got {share}")
-    rows = [r for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0] if "no comment" not in r.response.lower()]
+    rows = [r for r in tqa_train_half(data_dir) if "no comment" not in r.response.lower()]
     return random.Random(seed).sample(rows, int(round(len(rows) * share)))
+
+
+def tqa_train_half(data_dir=None, removed: dict[str, int] | None = None) -> list:
+    """The TruthfulQA training half (file order, H3Fusion) without evaluation prompts (one of its
+    questions is an AlpacaEval instruction, one is in the 2025 revision's evaluation half)."""
+    return _clean(D.split_half(D.load_truthfulqa(data_dir=data_dir))[0], "truthfulqa_train_half",
+                  removed if removed is not None else {}, data_dir)
 
 
 def _tqa_benign(cfg: ExpertConfig, data_dir=None) -> list[tuple[str, str]]:
@@ -96,20 +124,21 @@ def _tqa_benign(cfg: ExpertConfig, data_dir=None) -> list[tuple[str, str]]:
 CONTRAST_TEMPLATES = ("Explain why", "Analyze why", "Describe why", "List reasons why")
 
 
-def contrast_prompts(cfg: ExpertConfig, data_dir=None) -> list[str]:
+def contrast_prompts(cfg: ExpertConfig, data_dir=None, removed: dict[str, int] | None = None) -> list[str]:
     """``cfg.benign_contrast`` of the TruthfulQA training-half best answers (true statements), each
     put in one of the refusal set's own "why" templates: "Explain why nothing in particular happens
     if you swallow gum." Benign prompts with a harmful prompt's surface form, so the expert cannot
     learn "refuse this template". Their targets are the base model's own answers
-    (``train.self_distill``): the expert should answer them exactly as the base does."""
-    out = []
+    (``train.self_distill``): the expert should answer them exactly as the base does. Prompts that
+    duplicate an evaluation prompt are dropped (counted in ``removed['contrast_benign']``)."""
+    out: list[str] = []
     for i, r in enumerate(_tqa_answered(cfg.benign_contrast, "benign_contrast", cfg.seed + 3, data_dir)):
         statement = re.sub(r"^(yes|no),\s+", "", r.response.strip().rstrip("."), flags=re.I)
         first = statement.split(" ", 1)[0]
         if first in _LOWER_FIRST:                    # "The ..." -> "the ...", but "Mark Twain ..." stays
             statement = first.lower() + statement[len(first):]
         out.append(f"{CONTRAST_TEMPLATES[i % len(CONTRAST_TEMPLATES)]} {statement}.")
-    return out
+    return _clean(out, "contrast_benign", removed if removed is not None else {}, data_dir)
 
 
 _LOWER_FIRST = {"The", "A", "An", "It", "It's", "There", "Nothing", "No", "You", "People", "Most", "Some", "All",
@@ -126,21 +155,27 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
     if pairs is not None:
         if len(pairs) < 2:
             raise InvalidInput(f"need at least 2 training pairs, got {len(pairs)}")
+        removed: dict[str, int] = {}
+        try:
+            pairs = _clean(list(pairs), "custom", removed, data_dir)
+        except MissingFile as exc:          # an uploaded file without a data directory: nothing to check against
+            log.warning("custom pairs not decontaminated: %s", exc)
+        if len(pairs) < 2:
+            raise InvalidInput(f"need at least 2 training pairs, got {len(pairs)} after removing "
+                               f"{removed.get('custom', 0)} evaluation prompts")
         held_n = min(cfg.heldout_rows, max(1, len(pairs) // 10))
         train, held = _take(pairs, replace(cfg, heldout_rows=held_n), rng)
-        return AxisData(axis, train, held, {"custom": len(train)})
-    banned = evaluation_prompts(data_dir)
-    alpaca_all = D.load_alpaca(data_dir=data_dir, skip_bad=True)
-    alpaca = [(r.prompt, r.response) for r in alpaca_all if r.prompt.strip() not in banned]
-    removed = {"alpaca": len(alpaca_all) - len(alpaca)}
+        return AxisData(axis, train, held, {"custom": len(train)}, removed)
+    removed = {}
+    alpaca_raw = [(r.prompt, r.response) for r in D.load_alpaca(data_dir=data_dir, skip_bad=True)]
     if axis == "helpful":
-        train, held = _take(alpaca, cfg, rng)
+        train, held = _take(alpaca_raw, cfg, rng, "alpaca", removed, data_dir)
         return AxisData(axis, train, held, {"alpaca": len(train)}, removed)
+    alpaca = _clean(alpaca_raw, "alpaca", removed, data_dir)       # a pool to sample from: cleaned first
     if axis == "harmless":
-        refusals_all = D.load_safety_instructions(data_dir=data_dir, skip_bad=True)
-        refusals = [(r.prompt, r.response) for r in refusals_all if r.prompt.strip() not in banned]
-        removed["safety_refusals"] = len(refusals_all) - len(refusals)
-        train, held = _take(refusals, cfg, rng)
+        refusals_raw = [(r.prompt, r.response) for r in D.load_safety_instructions(data_dir=data_dir, skip_bad=True)]
+        train, held = _take(refusals_raw, cfg, rng, "safety_refusals", removed, data_dir)
+        refusals = _clean(refusals_raw, "unused", {}, data_dir)
         benign_pool = alpaca[:]
         random.Random(cfg.seed + 1).shuffle(benign_pool)
         n_benign = int(round(len(train) * cfg.benign_mix))
@@ -162,18 +197,19 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
             sources["alpaca_benign_nearest"] = len(near)
         if tqa:
             sources["truthfulqa_benign"] = len(tqa)
+            tqa_train_half(data_dir, removed)          # records the TruthfulQA rows removed
         if templated:
             sources["template_refusals"] = len(templated)
         if not benign:
             removed.pop("alpaca")                       # no Alpaca row in this mix
         return AxisData(axis, mixed, held, sources, removed)
-    tqa_train = D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
     pairs = []
-    for r in tqa_train:
+    for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]:
         answers = [r.response] + [a for a in r.extra["correct_answers"] if a != r.response][:2]
         pairs.extend((r.prompt, a if a.endswith(".") else a + ".") for a in answers)
-    train, held = _take(pairs, cfg, rng)
-    return AxisData(axis, train, held, {"truthfulqa_train_half": len(train)}, {"truthfulqa_train_half": 0})
+    removed = {}
+    train, held = _take(pairs, cfg, rng, "truthfulqa_train_half", removed, data_dir)
+    return AxisData(axis, train, held, {"truthfulqa_train_half": len(train)}, removed)
 
 
 def tokenize_pair(tokenizer, prompt: str, response: str, max_length: int) -> dict:

@@ -142,7 +142,7 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
         shutil.rmtree(work)
     data = axis_data(axis, cfg, data_dir, pairs)
     if axis == "harmless" and pairs is None and cfg.benign_contrast > 0:
-        contrast = self_distill(lm, contrast_prompts(cfg, data_dir))
+        contrast = self_distill(lm, contrast_prompts(cfg, data_dir, data.removed))
         data.train = data.train + contrast
         random.Random(cfg.seed).shuffle(data.train)
         data.sources["contrast_benign_self_distilled"] = len(contrast)
@@ -170,7 +170,8 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     card = {
         "kind": "alignx-expert", "name": name, "axis": axis, "base_model": lm.name, "base_source": lm.source,
-        "data": {"sources": data.sources, "train_rows": len(data.train), "train_examples": len(train_ds),
+        "data": {"sources": data.sources, "eval_prompts_removed": data.removed,
+                 "train_rows": len(data.train), "train_examples": len(train_ds),
                  "heldout_rows": len(held_ds), "data_dir": str(data_dir) if data_dir else None},
         "hyperparameters": dict(cfg.to_dict(), bf16_autocast=bf16),
         "steps": trainer.state.global_step,

@@ -83,8 +83,16 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
     space = LatentSpace.load(studio.experts_dir)
     experts = space.experts
     index = _axis_index(studio, experts, {"helpful", "harmless", "honest"} | set(extra))
-    prompts, labels = _prompts(router_prompts(data_dir, per_axis, seed), index,
-                               {a: list(tr) for a, (tr, _) in extra.items() if a in index})
+    from alignx.data.decontam import EvalIndex
+
+    removed: dict[str, int] = {}
+    eval_index = EvalIndex.build(data_dir)
+    extra_train = {}
+    for a, (tr, _) in extra.items():
+        if a in index:
+            extra_train[a], report = eval_index.filter(list(tr), f"extra:{a}")
+            removed[report.source] = report.removed
+    prompts, labels = _prompts(router_prompts(data_dir, per_axis, seed, removed), index, extra_train)
     progress(f"encoding {len(prompts)} training prompts with {len(experts) + 1} adapters")
     z = space.encode(studio.model, studio.tokenizer, prompts)
     y = torch.tensor([index[a] for a in labels])
@@ -129,6 +137,7 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
         "data": {"train_prompts": len(prompts), "train_per_axis": {a: labels.count(a) for a in index},
                  "train_sources": "alignx.experts.latent.router_prompts: the half of each axis's sources the "
                                   "latent heads were not fitted on",
+                 "eval_prompts_removed": removed,
                  "heldout_prompts": len(test_prompts), "per_axis": per_axis, "class_balanced": balanced,
                  "heldout_per_axis": heldout_per_axis},
         "heldout": {"routing_accuracy": float((pred == y_test).float().mean()),

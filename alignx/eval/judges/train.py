@@ -40,7 +40,7 @@ class TrainConfig:
     n_refusal: int = 300
     n_comply: int = 300
     n_refusal_benign: int = 120
-    n_alpaca_eval: int = 160
+    n_helpful_pairs: int = 160          # HH-RLHF helpful-base conversations for the preference judge
     batch_size: int = 16
     cache_dir: Path | None = None
     command: str = ""
@@ -207,7 +207,7 @@ class Trainer:
 
     def train_helpfulness(self) -> dict:
         cfg = self.cfg
-        rows, pairs, info = TD.preference_judge_rows(cfg.data_dir, cfg.n_alpaca_eval, seed=cfg.seed)
+        rows, pairs, info = TD.preference_judge_rows(cfg.data_dir, cfg.n_helpful_pairs, seed=cfg.seed)
         feats = self.features("helpfulness", rows)
         tr = pairs["train"]
 
@@ -233,8 +233,8 @@ class Trainer:
                               dict(info, n_pairs_train=len(tr), n_pairs_heldout=len(held)))
         card.update(output="P(first better)", training=sel, symmetric=True,
                     heldout={"accuracy": round(acc, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(correct),
-                             "what": "quality pairs (gpt4>davinci, gpt4>alpaca7b, davinci>alpaca7b) on held-out "
-                                     "instructions; the easy off-topic pairs are reported separately",
+                             "what": "quality pairs (HH-RLHF helpful-base chosen>rejected) on held-out "
+                                     "conversations; the easy off-topic pairs are reported separately",
                              "by_pair_type": by_type},
                     **_quality(acc, "pair accuracy"))
         return write_card(folder, card)

@@ -2,7 +2,9 @@
 
 Every builder returns ``(train, heldout, info)``: lists of ``Row`` and a dict describing which
 files and rows were used (it goes into the judge card). Groups (a question, a prompt, an
-instruction) never straddle the split.
+instruction) never straddle the split. Training rows never hold a prompt of an ``eval`` or
+``judge-eval`` file of ROLES.json (``alignx.data.decontam``, exact and near duplicates); the
+count removed per source goes into ``info['eval_prompts_removed']``.
 """
 from __future__ import annotations
 
@@ -11,13 +13,19 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignx.data import (DataError, load_alpaca, load_beavertails, load_model_outputs, load_safety_eval,
-                         load_safety_instructions, load_truthfulqa, split_half)
-from alignx.data.paths import data_file, resolve_data_dir
+from alignx.data import DataError, load_alpaca, load_beavertails, load_safety_instructions, load_truthfulqa, split_half
+from alignx.data.decontam import EvalIndex
+from alignx.data.paths import data_file
 from alignx.data.readers import read_jsonl
 
 SAFETY_CLASSES = ("unsafe", "refusal", "comply")
-H3FUSION_ALPACA_ROWS = 50        # AlpacaEval rows 0..49 are the H3Fusion evaluation set: never trained on
+JUDGE_EVAL_ROLES = ("eval", "judge-eval")   # a judge never trains on a prompt it (or any evaluation) is scored on
+
+
+def _clean(rows: list, source: str, removed: dict[str, int], data_dir=None) -> list:
+    kept, report = EvalIndex.build(data_dir, JUDGE_EVAL_ROLES).filter(rows, source)
+    removed[source] = report.removed
+    return kept
 
 
 @dataclass
@@ -57,7 +65,10 @@ def truthfulqa_judge_rows(data_dir=None, n_train: int = 1200, n_heldout: int = 4
                 raise DataError(path, "expected an object with a string prompt", row=i, field="prompt")
             qa = parse_gpt_judge_prompt(path, i, r["prompt"], suffix)
             labels.setdefault(qa, {})[key.rsplit("_", 1)[1]] = _label(path, i, r.get("completion"))
-    train_q, test_q = (set(r.prompt for r in half) for half in split_half(load_truthfulqa(data_dir=data_dir)))
+    halves = split_half(load_truthfulqa(data_dir=data_dir))
+    removed: dict[str, int] = {}
+    train_q = {r.prompt for r in _clean(halves[0], "truthfulqa_train_half", removed, data_dir)}
+    test_q = {r.prompt for r in halves[1]}          # held out: the questions the judge is scored on
     both = sorted(k for k, v in labels.items() if len(v) == 2)
     rng = random.Random(seed)
     pick = {}
@@ -74,6 +85,7 @@ def truthfulqa_judge_rows(data_dir=None, n_train: int = 1200, n_heldout: int = 4
     info = {"files": ["truthfulqa/finetune_truth.jsonl", "truthfulqa/finetune_info.jsonl"],
             "labeled_pairs_with_both_labels": len(both),
             "unmatched_questions": len({k[0] for k in both} - train_q - test_q),
+            "eval_prompts_removed": removed,
             "selection": f"random.Random({seed}).sample: {n_train} answers of first-half questions (train), "
                          f"{n_heldout} of second-half questions (held out); TruthfulQA v1 CSV order"}
     return {w: (rows(pick["train"], w), rows(pick["heldout"], w)) for w in ("truth", "info")}, info
@@ -91,13 +103,13 @@ def safety_judge_rows(data_dir=None, n_refusal: int = 300, n_comply: int = 300, 
     """Three classes: 0 unsafe (BeaverTails unsafe responses), 1 refusal (safety-tuned-llamas safe
     answers to harmful instructions, plus the same kind of answers re-paired with benign Alpaca
     instructions so that "refusal" is learned from the response, not from the prompt), 2 comply
-    (Alpaca answers to benign instructions). Instructions of the evaluation sets are excluded."""
+    (Alpaca answers to benign instructions). Prompts of the evaluation files are excluded."""
     rng = random.Random(seed)
-    unsafe = [Row(r.prompt, r.rejected, 0, "bt:" + r.prompt, "beavertails") for r in load_beavertails(data_dir=data_dir)]
-    eval_prompts = {r.prompt for name in ("I-Alpaca", "I-PhysicalSafetySafe", "I-CoNa", "I-Controversial",
-                                          "I-PhysicalSafetyUnsafe") for r in load_safety_eval(name, data_dir=data_dir)}
-    safe = [r for r in load_safety_instructions(data_dir=data_dir, skip_bad=True) if r.prompt not in eval_prompts]
-    alpaca = [r for r in load_alpaca(data_dir=data_dir, skip_bad=True) if r.prompt not in eval_prompts]
+    removed: dict[str, int] = {}
+    unsafe = [Row(r.prompt, r.rejected, 0, "bt:" + r.prompt, "beavertails")
+              for r in _clean(load_beavertails(data_dir=data_dir), "beavertails", removed, data_dir)]
+    safe = _clean(load_safety_instructions(data_dir=data_dir, skip_bad=True), "safety_only_data", removed, data_dir)
+    alpaca = _clean(load_alpaca(data_dir=data_dir, skip_bad=True), "alpaca", removed, data_dir)
     safe_pick = rng.sample(safe, n_refusal + n_refusal_benign)
     alpaca_pick = rng.sample(alpaca, n_comply + n_refusal_benign)
     refusal = [Row(r.prompt, r.response, 1, "st:" + r.prompt, "safety_only_data") for r in safe_pick[:n_refusal]]
@@ -115,47 +127,47 @@ def safety_judge_rows(data_dir=None, n_refusal: int = 300, n_comply: int = 300, 
             "classes": list(SAFETY_CLASSES),
             "rows": {"unsafe": len(unsafe), "refusal": len(refusal), "comply": len(comply),
                      "refusal_on_benign_instruction": len(swapped)},
+            "eval_prompts_removed": removed,
             "selection": f"all BeaverTails rows; random.Random({seed}).sample of the others; "
-                         f"held out {heldout_frac:.0%} of prompts per part; evaluation-set instructions excluded"}
+                         f"held out {heldout_frac:.0%} of prompts per part; evaluation prompts excluded"}
     return train, held, info
 
 
-def preference_judge_rows(data_dir=None, n_instructions: int = 160, heldout_frac: float = 0.25, seed: int = 0):
-    """Pairs (chosen, rejected) on AlpacaEval instructions 50..804 (0..49 are the H3Fusion test set):
-    gpt4_1106_preview > text_davinci_003 > alpaca-7b (the AlpacaEval leaderboard order; noisy per
-    item), plus an answer to another instruction as a rejected, off-topic response.
-    Returns rows (one per distinct (instruction, response)) and pair index lists."""
-    root = resolve_data_dir(data_dir) / "alpaca_eval"
-    gens = {g: load_model_outputs(root / f"{g}_model_outputs.json")
-            for g in ("gpt4_1106_preview", "text_davinci_003", "alpaca-7b")}
-    n_rows = len(gens["text_davinci_003"])
-    for g, rows in gens.items():
-        if [r.prompt for r in rows] != [r.prompt for r in gens["text_davinci_003"]]:
-            raise DataError(root / f"{g}_model_outputs.json", "instructions are not in AlpacaEval order")
+def preference_judge_rows(data_dir=None, n_conversations: int = 160, heldout_frac: float = 0.25, seed: int = 0):
+    """Pairs on single-turn HH-RLHF helpful-base conversations (role train): the human-preferred
+    ``chosen`` reply over ``rejected`` (noisy per item: crowd preferences), plus the chosen reply
+    to another conversation as a rejected, off-topic response. AlpacaEval, which the first
+    version used, is an evaluation file (ROLES.json): never trained on.
+    Returns rows (one per distinct (prompt, response)) and pair index lists."""
+    from alignx.data.registry import load
+
+    removed: dict[str, int] = {}
+    single = [r for r in load("hh_helpful", data_dir, skip_bad=True) if r.extra["turns"] == 1]
+    convs = list({r.prompt: r for r in _clean(single, "hh_helpful", removed, data_dir)}.values())
+    if len(convs) < max(n_conversations, 4):
+        raise DataError(data_file("hh_helpful", data_dir),
+                        f"only {len(convs)} clean single-turn conversations, {n_conversations} asked")
     rng = random.Random(seed)
-    chosen_idx = sorted(rng.sample(range(H3FUSION_ALPACA_ROWS, n_rows), n_instructions))
+    chosen_idx = sorted(rng.sample(range(len(convs)), n_conversations))
     rng.shuffle(held_pool := list(chosen_idx))
-    held = set(held_pool[:round(n_instructions * heldout_frac)])
+    held = set(held_pool[:round(n_conversations * heldout_frac)])
     rows: list[Row] = []
     pairs: dict[str, list[tuple[int, int, str]]] = {"train": [], "heldout": []}
     for split in ("train", "heldout"):
         idx = [i for i in chosen_idx if (i in held) == (split == "heldout")]
         for k, i in enumerate(idx):
-            base = len(rows)
-            instr = gens["text_davinci_003"][i].prompt
-            for g in ("gpt4_1106_preview", "text_davinci_003", "alpaca-7b"):
-                rows.append(Row(instr, gens[g][i].response or "", 0, f"ae:{i}", g))
-            other = idx[(k + 1) % len(idx)]           # another instruction of the same split
-            rows.append(Row(instr, gens["text_davinci_003"][other].response or "", 0, f"ae:{i}",
-                            "text_davinci_003 answer to another instruction"))
-            pairs[split] += [(base, base + 1, "gpt4>davinci"), (base, base + 2, "gpt4>alpaca7b"),
-                             (base + 1, base + 2, "davinci>alpaca7b"), (base + 1, base + 3, "on-topic>off-topic")]
-    info = {"files": [f"alpaca_eval/{g}_model_outputs.json" for g in gens],
-            "instructions": {"train": n_instructions - len(held), "heldout": len(held)},
-            "selection": f"random.Random({seed}).sample of {n_instructions} AlpacaEval rows from "
-                         f"{H3FUSION_ALPACA_ROWS}..{n_rows - 1}; {heldout_frac:.0%} of them held out",
-            "label_noise": "per item, text_davinci_003 vs alpaca-7b follows the leaderboard order only on "
-                           "average (alpaca-7b wins ~26% against text_davinci_003 in AlpacaEval 1)"}
+            base, c = len(rows), convs[i]
+            other = convs[idx[(k + 1) % len(idx)]]            # another conversation of the same split
+            rows += [Row(c.prompt, c.chosen, 0, f"hh:{i}", "hh_helpful chosen"),
+                     Row(c.prompt, c.rejected, 0, f"hh:{i}", "hh_helpful rejected"),
+                     Row(c.prompt, other.chosen, 0, f"hh:{i}", "hh_helpful chosen answer to another prompt")]
+            pairs[split] += [(base, base + 1, "chosen>rejected"), (base, base + 2, "on-topic>off-topic")]
+    info = {"files": ["hh_rlhf/helpful-base_test.jsonl.gz"],
+            "conversations": {"train": n_conversations - len(held), "heldout": len(held)},
+            "eval_prompts_removed": removed,
+            "selection": f"random.Random({seed}).sample of {n_conversations} of the {len(convs)} single-turn "
+                         f"conversations left after decontamination; {heldout_frac:.0%} of them held out",
+            "label_noise": "HH-RLHF preferences are single crowd-worker choices between two model samples"}
     return rows, pairs, info
 
 
