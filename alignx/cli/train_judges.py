@@ -24,8 +24,10 @@ def register(sub) -> None:
     p.add_argument("--n-refusal", type=int, default=240)
     p.add_argument("--n-comply", type=int, default=240)
     p.add_argument("--n-refusal-benign", type=int, default=100)
-    p.add_argument("--n-helpful-pairs", type=int, default=150,
-                   help="single-turn HH-RLHF helpful-base conversations for the preference judge")
+    p.add_argument("--n-pku-prompts", type=int, default=300, help="PKU-SafeRLHF prompts (2 safe/unsafe pairs each)")
+    p.add_argument("--n-dna-questions", type=int, default=300, help="Do-Not-Answer questions (labelled answers)")
+    p.add_argument("--n-helpful-pairs", type=int, default=400,
+                   help="single-turn HH-RLHF helpful-base training pairs for the preference judge")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--cache-dir", default=None, help="feature cache (default: <alignx cache>/judge_features)")
     p.set_defaults(func=run)
@@ -45,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
                       spec=FeatureSpec(args.model, layers), n_truthfulqa_train=args.n_truthfulqa_train,
                       n_truthfulqa_heldout=args.n_truthfulqa_heldout, n_refusal=args.n_refusal,
                       n_comply=args.n_comply, n_refusal_benign=args.n_refusal_benign,
+                      n_pku_prompts=args.n_pku_prompts, n_dna_questions=args.n_dna_questions,
                       n_helpful_pairs=args.n_helpful_pairs, batch_size=args.batch_size,
                       cache_dir=Path(args.cache_dir) if args.cache_dir else cache_dir() / "judge_features",
                       command="python -m alignx " + shlex.join(argv) if argv else "python -m alignx train-judges")

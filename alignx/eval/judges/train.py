@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from alignx.atomic import write_json
 from alignx.eval.features import FeatureCache, FeatureSpec, extract
 from alignx.eval.heads import (balanced_accuracy, fit_bradley_terry, fit_classifier, fit_stacker, pair_accuracy,
                                predict_classes)
@@ -40,7 +41,9 @@ class TrainConfig:
     n_refusal: int = 300
     n_comply: int = 300
     n_refusal_benign: int = 120
-    n_helpful_pairs: int = 160          # HH-RLHF helpful-base conversations for the preference judge
+    n_pku_prompts: int = 300            # PKU-SafeRLHF prompts (2 safe/unsafe pairs each) for the safety judge
+    n_dna_questions: int = 300          # Do-Not-Answer questions (human-labelled answers) for the safety judge
+    n_helpful_pairs: int = 400          # HH-RLHF helpful-base training pairs for the preference judge
     batch_size: int = 16
     cache_dir: Path | None = None
     command: str = ""
@@ -178,7 +181,7 @@ class Trainer:
     def train_safety(self) -> dict:
         cfg = self.cfg
         train, held, info = TD.safety_judge_rows(cfg.data_dir, cfg.n_refusal, cfg.n_comply, cfg.n_refusal_benign,
-                                                 seed=cfg.seed)
+                                                 cfg.n_pku_prompts, cfg.n_dna_questions, seed=cfg.seed)
         x_train, x_held = self.features("safety train", train), self.features("safety held-out", held)
         y_train, y_held = torch.tensor([r.label for r in train]), torch.tensor([r.label for r in held])
         head, sel = fit_classifier(x_train, y_train, group_folds([r.group for r in train]), 3,
@@ -233,8 +236,9 @@ class Trainer:
                               dict(info, n_pairs_train=len(tr), n_pairs_heldout=len(held)))
         card.update(output="P(first better)", training=sel, symmetric=True,
                     heldout={"accuracy": round(acc, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(correct),
-                             "what": "quality pairs (HH-RLHF helpful-base chosen>rejected) on held-out "
-                                     "conversations; the easy off-topic pairs are reported separately",
+                             "what": "HH-RLHF helpful-base chosen > rejected on the held-out single-turn prompts "
+                                     "(hash split, no prompt in training); the easy off-topic pairs are reported "
+                                     "separately",
                              "by_pair_type": by_type},
                     **_quality(acc, "pair accuracy"))
         return write_card(folder, card)
@@ -254,8 +258,11 @@ def train_judges(cfg: TrainConfig, progress=None, only: tuple[str, ...] = JUDGE_
         cards["safety"] = trainer.train_safety()
     if "helpfulness" in only:
         cards["helpfulness"] = trainer.train_helpfulness()
-    summary = {"wall_s": round(time.time() - t0, 1), "timings_s": trainer.timings,
-               "judges": {k: {"version": v["version"], "heldout": v["heldout"], "quality": v["quality"]}
-                          for k, v in cards.items()}}
-    (cfg.out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    path = cfg.out / "training_summary.json"
+    judges = json.loads(path.read_text(encoding="utf-8")).get("judges", {}) if path.exists() else {}
+    judges.update({k: {"version": v["version"], "heldout": v["heldout"], "quality": v["quality"]}
+                   for k, v in cards.items()})          # a run of some judges keeps the others' entries
+    summary = {"wall_s": round(time.time() - t0, 1), "timings_s": trainer.timings, "retrained": sorted(cards),
+               "judges": {k: judges[k] for k in sorted(judges)}}
+    write_json(path, summary)
     return cards

@@ -8,6 +8,7 @@ count removed per source goes into ``info['eval_prompts_removed']``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from alignx.data import DataError, load_alpaca, load_beavertails, load_safety_in
 from alignx.data.decontam import EvalIndex
 from alignx.data.paths import data_file
 from alignx.data.readers import read_jsonl
+from alignx.errors import InvalidInput
 
 SAFETY_CLASSES = ("unsafe", "refusal", "comply")
 JUDGE_EVAL_ROLES = ("eval", "judge-eval")   # a judge never trains on a prompt it (or any evaluation) is scored on
@@ -98,12 +100,60 @@ def _grouped_split(rows: list[Row], frac: float, seed: int) -> tuple[list[Row], 
     return [r for r in rows if r.group not in held], [r for r in rows if r.group in held]
 
 
+HELD_OUT_BUCKETS = 4                   # HH helpful: prompts whose hash is 0 mod 4 are the held-out quarter
+
+
+def _pku_rows(data_dir, n_prompts: int, rng: random.Random, removed: dict[str, int]) -> list[Row]:
+    """PKU-SafeRLHF pairs (same prompt, a safe and an unsafe answer): the unsafe answer -> class
+    unsafe, the safe one -> refusal when the keyword detector calls it one, else comply. At most
+    two pairs per prompt, ``n_prompts`` prompts."""
+    from alignx.data import load
+    from alignx.eval.refusal import is_refusal
+
+    pairs = _clean(load("pku_pairs", data_dir), "pku_pairs", removed, data_dir)
+    by_prompt: dict[str, list] = {}
+    for r in pairs:
+        by_prompt.setdefault(r.prompt, []).append(r)
+    prompts = sorted(by_prompt)
+    rows = []
+    for prompt in rng.sample(prompts, min(n_prompts, len(prompts))):
+        for r in by_prompt[prompt][:2]:
+            rows.append(Row(prompt, r.rejected, 0, "pku:" + prompt, "pku_pairs unsafe"))
+            rows.append(Row(prompt, r.chosen, 1 if is_refusal(r.chosen) else 2, "pku:" + prompt, "pku_pairs safe"))
+    return rows
+
+
+def _dna_rows(data_dir, n_questions: int, rng: random.Random, removed: dict[str, int]) -> list[Row]:
+    """Do-Not-Answer: six models' answers to harmful questions with human labels: harmful -> unsafe;
+    harmless with action 0 ("cannot assist") -> refusal; other harmless answers -> comply. Every
+    harmful answer is kept (they are rare); two harmless answers per sampled question."""
+    from alignx.data import load
+
+    qs = _clean(load("do_not_answer", data_dir), "do_not_answer", removed, data_dir)
+    rows = []
+    for q in rng.sample(qs, min(n_questions, len(qs))):
+        answers = [(m, a) for m, a in q.extra["responses"].items() if a["response"].strip()]
+        harmful = [(m, a) for m, a in answers if a["harmful"] == 1]
+        harmless = [(m, a) for m, a in answers if a["harmful"] == 0]
+        for m, a in harmful + rng.sample(harmless, min(2, len(harmless))):
+            label = 0 if a["harmful"] else (1 if a["action"] == "0" else 2)
+            rows.append(Row(q.prompt, a["response"], label, "dna:" + q.prompt, f"do_not_answer {m}"))
+    return rows
+
+
 def safety_judge_rows(data_dir=None, n_refusal: int = 300, n_comply: int = 300, n_refusal_benign: int = 120,
-                      heldout_frac: float = 0.2, seed: int = 0):
-    """Three classes: 0 unsafe (BeaverTails unsafe responses), 1 refusal (safety-tuned-llamas safe
-    answers to harmful instructions, plus the same kind of answers re-paired with benign Alpaca
-    instructions so that "refusal" is learned from the response, not from the prompt), 2 comply
-    (Alpaca answers to benign instructions). Prompts of the evaluation files are excluded."""
+                      n_pku_prompts: int = 300, n_dna_questions: int = 300, heldout_frac: float = 0.2, seed: int = 0):
+    """Three classes: 0 unsafe, 1 refusal, 2 comply (a safe answer).
+
+    * BeaverTails 30k_train sample: unsafe answers;
+    * safety-tuned-llamas: refusals to harmful instructions, and the same refusals re-paired with
+      benign Alpaca instructions (so "refusal" is learned from the response, not the prompt);
+    * Alpaca: compliant answers to benign instructions;
+    * PKU-SafeRLHF pairs and Do-Not-Answer (``_pku_rows``, ``_dna_rows``): safe and unsafe answers
+      to the *same* harmful prompts, so that "unsafe" is learned from the answer, not from the topic.
+
+    Every source is decontaminated against the ``eval`` and ``judge-eval`` files (BeaverTails
+    30k_test and the PKU labelled responses measure this judge: none of their prompts is trained on)."""
     rng = random.Random(seed)
     removed: dict[str, int] = {}
     unsafe = [Row(r.prompt, r.rejected, 0, "bt:" + r.prompt, "beavertails")
@@ -116,59 +166,98 @@ def safety_judge_rows(data_dir=None, n_refusal: int = 300, n_comply: int = 300, 
     comply = [Row(r.prompt, r.response, 2, "al:" + r.prompt, "alpaca") for r in alpaca_pick[:n_comply]]
     swapped = [Row(a.prompt, s.response, 1, "al:" + a.prompt, "safety_only_data answer on alpaca instruction")
                for a, s in zip(alpaca_pick[n_comply:], safe_pick[n_refusal:])]
+    pku = _pku_rows(data_dir, n_pku_prompts, rng, removed)
+    dna = _dna_rows(data_dir, n_dna_questions, rng, removed)
     train, held = [], []
-    for part in (unsafe, refusal, comply, swapped):
+    for part in (unsafe, refusal, comply, swapped, pku, dna):
         tr, he = _grouped_split(part, heldout_frac, seed)
         train += tr
         held += he
+    count = lambda rows: {c: sum(r.label == i for r in rows) for i, c in enumerate(SAFETY_CLASSES)}  # noqa: E731
     info = {"files": ["beavertails/beavertails_30k_train_sample.csv",
                       "safety_tuned_llamas/training/safety_only_data_Instructions.json",
-                      "alpaca/alpaca_data_union_subset.json"],
+                      "alpaca/alpaca_data_union_subset.json", "pku_saferlhf/pku_seferlhf_realign_dpo_5k.json",
+                      "do_not_answer/data_en.csv"],
             "classes": list(SAFETY_CLASSES),
             "rows": {"unsafe": len(unsafe), "refusal": len(refusal), "comply": len(comply),
-                     "refusal_on_benign_instruction": len(swapped)},
+                     "refusal_on_benign_instruction": len(swapped), "pku_pairs": count(pku),
+                     "do_not_answer": count(dna)},
             "eval_prompts_removed": removed,
-            "selection": f"all BeaverTails rows; random.Random({seed}).sample of the others; "
-                         f"held out {heldout_frac:.0%} of prompts per part; evaluation prompts excluded"}
+            "selection": f"all BeaverTails rows; random.Random({seed}).sample of the others (PKU: {n_pku_prompts} "
+                         f"prompts, 2 pairs each; Do-Not-Answer: {n_dna_questions} questions, every harmful answer "
+                         f"+ 2 harmless); held out {heldout_frac:.0%} of prompts per part; PKU safe answers are "
+                         f"'refusal' when the keyword detector (alignx.eval.refusal) flags them, else 'comply'"}
     return train, held, info
 
 
-def preference_judge_rows(data_dir=None, n_conversations: int = 160, heldout_frac: float = 0.25, seed: int = 0):
-    """Pairs on single-turn HH-RLHF helpful-base conversations (role train): the human-preferred
-    ``chosen`` reply over ``rejected`` (noisy per item: crowd preferences), plus the chosen reply
-    to another conversation as a rejected, off-topic response. AlpacaEval, which the first
-    version used, is an evaluation file (ROLES.json): never trained on.
-    Returns rows (one per distinct (prompt, response)) and pair index lists."""
-    from alignx.data.registry import load
+def _bucket(prompt: str) -> int:
+    from alignx.data.decontam import normalize
 
-    removed: dict[str, int] = {}
-    single = [r for r in load("hh_helpful", data_dir, skip_bad=True) if r.extra["turns"] == 1]
-    convs = list({r.prompt: r for r in _clean(single, "hh_helpful", removed, data_dir)}.values())
-    if len(convs) < max(n_conversations, 4):
-        raise DataError(data_file("hh_helpful", data_dir),
-                        f"only {len(convs)} clean single-turn conversations, {n_conversations} asked")
+    return int(hashlib.sha256(normalize(prompt).encode()).hexdigest(), 16) % HELD_OUT_BUCKETS
+
+
+def hh_helpful_pairs(data_dir=None, split: str = "train", removed: dict[str, int] | None = None) -> list:
+    """Single-turn HH helpful-base pairs (one human turn, the same context in both transcripts,
+    two different answers), decontaminated against ``eval`` and ``judge-eval`` files (this removes
+    the AlpacaEval helpful_base prompts). ``split``: ``heldout`` = prompts whose normalised text
+    hashes to 0 mod 4, ``train`` = the rest: a fixed split that no sample size or seed moves."""
+    from alignx.data import load
+
+    if split not in ("train", "heldout"):
+        raise InvalidInput(f"split must be 'train' or 'heldout', got {split!r}")
+    rows = [r for r in load("hh_helpful", data_dir, skip_bad=True) if r.extra["turns"] == 1 and r.extra["same_context"]
+            and r.chosen.strip() and r.rejected.strip() and r.chosen.strip() != r.rejected.strip()]
+    rows = _clean(rows, "hh_helpful", removed if removed is not None else {}, data_dir)
+    return [r for r in rows if (_bucket(r.prompt) == 0) == (split == "heldout")]
+
+
+def preference_judge_rows(data_dir=None, n_pairs: int = 400, seed: int = 0):
+    """Pairs (chosen, rejected): HH helpful-base chosen > rejected on single-turn prompts
+    (``hh_helpful_pairs``: ``n_pairs`` sampled from the train split, every held-out pair), plus the
+    chosen answer of another prompt of the same split as an off-topic rejected answer.
+    Returns rows (one per distinct (prompt, response)) and pair index lists."""
     rng = random.Random(seed)
-    chosen_idx = sorted(rng.sample(range(len(convs)), n_conversations))
-    rng.shuffle(held_pool := list(chosen_idx))
-    held = set(held_pool[:round(n_conversations * heldout_frac)])
+    removed: dict[str, int] = {}
+    splits = {"train": hh_helpful_pairs(data_dir, "train", removed), "heldout": hh_helpful_pairs(data_dir, "heldout")}
+    splits["train"] = rng.sample(splits["train"], min(n_pairs, len(splits["train"])))
     rows: list[Row] = []
     pairs: dict[str, list[tuple[int, int, str]]] = {"train": [], "heldout": []}
-    for split in ("train", "heldout"):
-        idx = [i for i in chosen_idx if (i in held) == (split == "heldout")]
-        for k, i in enumerate(idx):
-            base, c = len(rows), convs[i]
-            other = convs[idx[(k + 1) % len(idx)]]            # another conversation of the same split
-            rows += [Row(c.prompt, c.chosen, 0, f"hh:{i}", "hh_helpful chosen"),
-                     Row(c.prompt, c.rejected, 0, f"hh:{i}", "hh_helpful rejected"),
-                     Row(c.prompt, other.chosen, 0, f"hh:{i}", "hh_helpful chosen answer to another prompt")]
+    for split, recs in splits.items():
+        for k, r in enumerate(recs):
+            base = len(rows)
+            other = recs[(k + 1) % len(recs)]
+            rows += [Row(r.prompt, r.chosen, 0, f"hh:{r.prompt}", "hh_helpful chosen"),
+                     Row(r.prompt, r.rejected, 0, f"hh:{r.prompt}", "hh_helpful rejected"),
+                     Row(r.prompt, other.chosen, 0, f"hh:{r.prompt}", "hh_helpful chosen answer to another prompt")]
             pairs[split] += [(base, base + 1, "chosen>rejected"), (base, base + 2, "on-topic>off-topic")]
     info = {"files": ["hh_rlhf/helpful-base_test.jsonl.gz"],
-            "conversations": {"train": n_conversations - len(held), "heldout": len(held)},
+            "pairs": {"train": len(splits["train"]), "heldout": len(splits["heldout"])},
             "eval_prompts_removed": removed,
-            "selection": f"random.Random({seed}).sample of {n_conversations} of the {len(convs)} single-turn "
-                         f"conversations left after decontamination; {heldout_frac:.0%} of them held out",
-            "label_noise": "HH-RLHF preferences are single crowd-worker choices between two model samples"}
+            "selection": f"single-turn HH helpful-base pairs; held out: normalised-prompt sha256 % "
+                         f"{HELD_OUT_BUCKETS} == 0; random.Random({seed}).sample of {n_pairs} train pairs",
+            "label_noise": "HH preferences are single crowd-worker choices: reward models reach about 0.65-0.73 "
+                           "on them, so a linear head on 135M features cannot be expected to reach 0.80"}
     return rows, pairs, info
+
+
+def accuracy_sets(data_dir=None, limit: int | None = None, seed: int = 0) -> dict:
+    """The labelled sets ``python -m alignx judge-accuracy`` measures, as name -> (kind, loader);
+    ``limit`` takes a seeded sample of that many rows of each set (file order kept)."""
+    from alignx.data import load
+
+    def sample(rows: list) -> list:
+        if limit is None or len(rows) <= limit:
+            return rows
+        return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
+
+    def labelled(name: str):
+        return lambda: sample([(r.prompt, r.response if r.response is not None else r.rejected,
+                                r.extra["label"] == "harmful") for r in load(name, data_dir)])
+
+    return {"beavertails_30k_test": ("safety", labelled("beavertails_30k_test")),
+            "pku_saferlhf_labelled": ("safety", labelled("pku_labelled")),
+            "hh_helpful_heldout": ("preference", lambda: sample([(r.prompt, r.chosen, r.rejected)
+                                                                for r in hh_helpful_pairs(data_dir, "heldout")]))}
 
 
 def card_json(path: Path) -> dict:
