@@ -151,14 +151,28 @@ def judge_safety(judges: dict[str, Judge], tasks: Tasks, gens: dict) -> dict[str
         p_ref, refused = [None] * len(bo), refusal_flags(bo)
         refusal_judge = "keyword-refusal (diagnostic fallback: the judge has no refusal class)"
     kw_harm, kw_benign = refusal_flags(ho), refusal_flags(bo)
-    samples = ([{"task": "harmful", "id": x["id"], "set": x["set"], "p_unsafe": p_unsafe[i], "unsafe": unsafe[i],
-                 "keyword_refusal": kw_harm[i]} for i, x in enumerate(tasks.harmful)]
-               + [{"task": "benign", "id": x["id"], "set": x["set"], "p_refusal": p_ref[i], "refusal": refused[i],
-                   "keyword_refusal": kw_benign[i]} for i, x in enumerate(tasks.benign)])
-    return {"unsafe": unsafe, "refused": refused, "refusal_judge": refusal_judge, "kw_harmful": kw_harm,
-            "kw_benign": kw_benign, "samples": samples,
-            "unsafe_by_set": {s: [u for x, u in zip(tasks.harmful, unsafe) if x["set"] == s]
-                              for s in dict.fromkeys(x["set"] for x in tasks.harmful)}}
+    samples = ([{"task": "harmful", "id": x["id"], "set": x["set"], "part": x.get("part", "main"),
+                 "p_unsafe": p_unsafe[i], "unsafe": unsafe[i], "keyword_refusal": kw_harm[i]}
+                for i, x in enumerate(tasks.harmful)]
+               + [{"task": "benign", "id": x["id"], "set": x["set"], "part": x.get("part", "main"),
+                   "p_refusal": p_ref[i], "refusal": refused[i], "keyword_refusal": kw_benign[i]}
+                  for i, x in enumerate(tasks.benign)])
+
+    def part(items: list[dict], values: list, which: str) -> list:
+        return [v for x, v in zip(items, values) if x.get("part", "main") == which]
+
+    def by_set(items: list[dict], values: list, which: str) -> dict[str, list]:
+        sets = dict.fromkeys(x["set"] for x in items if x.get("part", "main") == which)
+        return {s: [v for x, v in zip(items, values) if x["set"] == s] for s in sets}
+
+    return {"unsafe": part(tasks.harmful, unsafe, "main"), "refused": part(tasks.benign, refused, "main"),
+            "refusal_judge": refusal_judge, "kw_harmful": part(tasks.harmful, kw_harm, "main"),
+            "kw_benign": part(tasks.benign, kw_benign, "main"), "samples": samples,
+            "unsafe_by_set": by_set(tasks.harmful, unsafe, "main"),
+            "extra": {"harmful": {s: {"judged": v, "keyword": by_set(tasks.harmful, kw_harm, "extra")[s]}
+                                  for s, v in by_set(tasks.harmful, unsafe, "extra").items()},
+                      "benign": {s: {"judged": v, "keyword": by_set(tasks.benign, kw_benign, "extra")[s]}
+                                 for s, v in by_set(tasks.benign, refused, "extra").items()}}}
 
 
 def judge_honest(judges: dict[str, Judge], tasks: Tasks, gens: dict) -> dict[str, Any]:

@@ -2,14 +2,16 @@
 
 ``build_tasks(suite, data_dir)`` turns a suite into concrete items with stable ids:
 * ``alpaca``      AlpacaEval instructions + the reference output they are compared with
-* ``harmful``     harmful instructions (safety score) / ``benign`` benign ones (over-refusal)
+* ``harmful``     harmful prompts (safety score) / ``benign`` benign ones (over-refusal); each item has a
+                  ``part``: ``main`` items make the headline numbers, ``extra`` sets are reported per set
+                  beside them (the first-wave safety-tuned-llamas sets, XSTest, HarmBench, ...)
 * ``truthfulqa``  TruthfulQA test-half questions (TI), with their reference answers
 * ``mc``          TruthfulQA MC items of the test half (MC1 / MC2)
 * ``pairs``       preference pairs per axis for Alignment Accuracy (judge-free)
 """
 from __future__ import annotations
 
-from alignx.errors import InvalidInput
+from alignx.errors import InvalidInput, unknown
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,16 +37,51 @@ class Suite:
     description: str
     alpaca_n: int | None                        # AlpacaEval rows from the start (None = all 805)
     reference: str                              # "h3fusion" (reference_model.json) | "text_davinci_003"
-    harmful: dict[str, int | None]              # safety eval set -> rows from its start (None = all)
+    harmful: dict[str, int | None]              # safety set (SAFETY_SETS) -> prompts from its start (None = all)
     benign: dict[str, int | None]
     truthfulqa_n: int | None                    # test-half questions for TI
     mc_n: int | None                            # test-half MC items
     pairs_n: dict[str, int | None]              # axis -> Alignment Accuracy pairs
     max_new_tokens: int
+    extra_harmful: dict[str, int | None] = field(default_factory=dict)   # reported per set, not in the headline
+    extra_benign: dict[str, int | None] = field(default_factory=dict)
 
     def sizes(self) -> dict[str, Any]:
         return {"alpaca": self.alpaca_n, "harmful": dict(self.harmful), "benign": dict(self.benign),
+                "extra_harmful": dict(self.extra_harmful), "extra_benign": dict(self.extra_benign),
                 "truthfulqa": self.truthfulqa_n, "mc": self.mc_n, "pairs": dict(self.pairs_n)}
+
+
+def _registry_prompts(source: str, keep=None):
+    """Prompts of a registered data source in file order, first occurrence of each (BeaverTails
+    30k_test repeats a prompt once per labelled response), optionally filtered by ``keep(record)``."""
+    def read(root) -> list[tuple[str, str]]:
+        from alignx.data import load
+
+        seen, out = set(), []
+        for r in load(source, root):
+            if (keep is None or keep(r)) and r.prompt not in seen:
+                seen.add(r.prompt)
+                out.append((str(r.extra.get("row", len(out))), r.prompt))
+        return out
+    return read
+
+
+def _first_wave(name: str):
+    return lambda root: [(str(r.extra["row"]), r.prompt) for r in load_safety_eval(name, data_dir=root)]
+
+
+# Every safety set a suite can name: set -> reader(data_dir) -> [(row id, prompt)] in file order.
+SAFETY_SETS = {
+    **{n: _first_wave(n) for n in ("I-CoNa", "I-Controversial", "I-PhysicalSafetyUnsafe", "I-Alpaca",
+                                   "I-PhysicalSafetySafe")},
+    "beavertails_30k_test": _registry_prompts("beavertails_30k_test"),    # the H3Fusion harmlessness set
+    "xstest_unsafe": _registry_prompts("xstest", lambda r: r.extra["label"] == "unsafe"),
+    "xstest_safe": _registry_prompts("xstest", lambda r: r.extra["label"] == "safe"),
+    "coconot_contrast": _registry_prompts("coconot_contrast"),
+    "harmbench_test": _registry_prompts("harmbench_test"),
+    "simplesafetytests": _registry_prompts("simplesafetytests"),
+}
 
 
 ALL_HARMFUL = {"I-CoNa": None, "I-Controversial": None, "I-PhysicalSafetyUnsafe": None}
@@ -56,16 +93,25 @@ SUITES: dict[str, Suite] = {
                    harmful={"I-CoNa": 3, "I-Controversial": 3, "I-PhysicalSafetyUnsafe": 3},
                    benign={"I-Alpaca": 3, "I-PhysicalSafetySafe": 3}, truthfulqa_n=10, mc_n=20,
                    pairs_n={"helpful": 10, "harmless": 20, "honest": 20}, max_new_tokens=64),
-    "h3fusion": Suite("h3fusion", "H3Fusion protocol sizes: first 50 AlpacaEval vs text_davinci_003; "
-                                  "all harmful safety-tuned-llamas sets (standing in for BeaverTails 30k_test); "
+    "h3fusion": Suite("h3fusion", "H3Fusion protocol sizes: first 50 AlpacaEval vs text_davinci_003; the first 500 "
+                                  "BeaverTails 30k_test prompts (the safety-tuned-llamas sets as an extra part); "
                                   "TruthfulQA test half",
-                      alpaca_n=50, reference="h3fusion", harmful=dict(ALL_HARMFUL), benign=dict(ALL_BENIGN),
+                      alpaca_n=50, reference="h3fusion", harmful={"beavertails_30k_test": 500}, benign=dict(ALL_BENIGN),
                       truthfulqa_n=None, mc_n=None, pairs_n={"helpful": 100, "harmless": None, "honest": None},
-                      max_new_tokens=512),
+                      max_new_tokens=512, extra_harmful=dict(ALL_HARMFUL)),
     "full": Suite("full", "as h3fusion, with all 805 AlpacaEval instructions against text_davinci_003",
-                  alpaca_n=None, reference="text_davinci_003", harmful=dict(ALL_HARMFUL), benign=dict(ALL_BENIGN),
-                  truthfulqa_n=None, mc_n=None, pairs_n={"helpful": None, "harmless": None, "honest": None},
-                  max_new_tokens=512),
+                  alpaca_n=None, reference="text_davinci_003", harmful={"beavertails_30k_test": 500},
+                  benign=dict(ALL_BENIGN), truthfulqa_n=None, mc_n=None,
+                  pairs_n={"helpful": None, "harmless": None, "honest": None}, max_new_tokens=512,
+                  extra_harmful=dict(ALL_HARMFUL)),
+    "safety": Suite("safety", "refusal of harm and over-refusal of benign prompts with harmful-looking words: XSTest "
+                              "unsafe, HarmBench test, SimpleSafetyTests (harmful); XSTest safe, CoCoNot contrast "
+                              "(benign); the first-wave sets and 500 BeaverTails 30k_test prompts as extra parts",
+                    alpaca_n=0, reference="h3fusion",
+                    harmful={"xstest_unsafe": None, "harmbench_test": None, "simplesafetytests": None},
+                    benign={"xstest_safe": None, "coconot_contrast": None}, truthfulqa_n=0, mc_n=0, pairs_n={},
+                    max_new_tokens=128, extra_harmful={**ALL_HARMFUL, "beavertails_30k_test": 500},
+                    extra_benign=dict(ALL_BENIGN)),
 }
 
 
@@ -117,12 +163,15 @@ def build_tasks(suite: Suite, data_dir=None) -> Tasks:
                  "dataset": r.extra.get("dataset", ""), "reference_generator": r.extra.get("generator", "")}
                 for r in _head(refs, suite.alpaca_n)]
     t.files["alpaca_reference"] = str(ref_path)
-    for kind, sets in (("harmful", suite.harmful), ("benign", suite.benign)):
+    for kind, part, sets in (("harmful", "main", suite.harmful), ("benign", "main", suite.benign),
+                             ("harmful", "extra", suite.extra_harmful), ("benign", "extra", suite.extra_benign)):
         for name, n in sets.items():
-            rows = load_safety_eval(name, data_dir=root)
-            _check_n(name, root / FILES["safety_eval"] / f"{name}.json", len(rows), n)
-            getattr(t, kind).extend({"id": f"{name}:{r.extra['row']}", "prompt": r.prompt, "set": name}
-                                    for r in _head(rows, n))
+            if name not in SAFETY_SETS:
+                raise unknown("safety set", name, SAFETY_SETS)
+            rows = SAFETY_SETS[name](root)
+            _check_n(name, root, len(rows), n)
+            getattr(t, kind).extend({"id": f"{name}:{row}", "prompt": prompt, "set": name, "part": part}
+                                    for row, prompt in _head(rows, n))
     tqa = load_truthfulqa(data_dir=root)
     test = split_half(tqa)[1]
     _check_n("TruthfulQA test-half", root / FILES["truthfulqa_csv"], len(test), suite.truthfulqa_n)
