@@ -10,7 +10,8 @@ profile (``prompts.pba_prompt``). DPO (Rafailov et al. 2023) minimises
 with pi_ref the frozen base (the LoRA disabled) and beta = 0.1 (AlignX-Family). Presets: ``tiny``
 (tests), ``cpu`` (the shipped adapters for SmolLM2-135M) and ``paper`` (the paper's beta = 0.1,
 lr 5e-7, one epoch, for Llama-3.1-8B-Instruct on GPUs). Checkpoints go to ``<out>/.work/<name>``;
-``resume=True`` continues from the newest; the finished adapter is built aside and swapped in.
+``resume=True`` continues from the newest complete one (``alignx.checkpoints.last_checkpoint``), a
+fresh run clears them; the finished adapter is built aside and swapped in.
 """
 from __future__ import annotations
 
@@ -149,6 +150,7 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
     from trl import DPOConfig, DPOTrainer
 
     from alignx.atomic import replace_dir, write_json
+    from alignx.checkpoints import last_checkpoint, run_mean_loss
     from alignx.experts.train import TrainingCancelled
 
     if method not in METHODS:
@@ -158,6 +160,8 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
     name = name or method
     out_dir = Path(out_dir)
     work = out_dir / ".work" / name
+    if not resume and work.exists():        # a fresh run: another run's checkpoints must not be resumed later
+        shutil.rmtree(work)
     t0 = time.time()
     rows = dpo_rows(method, examples, dims, cfg.seed, cfg.min_pairs)
     bf16 = cfg.bf16 if cfg.bf16 is not None else (
@@ -180,11 +184,12 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
                       layers_to_transform=list(range(first, n_layers)) if first > 0 else None)
     trainer = DPOTrainer(lm.model, args=args, train_dataset=Dataset.from_list(rows), processing_class=lm.tokenizer,
                          peft_config=lora, callbacks=_callbacks(on_log, should_stop))
-    checkpoint = resume and any(work.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if checkpoint else None)
+    checkpoint = last_checkpoint(work) if resume else None      # torn checkpoints of a killed save skipped
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if should_stop and should_stop():
         raise TrainingCancelled(f"{name}: cancelled at step {trainer.state.global_step}; checkpoint in {work}")
     history = [h for h in trainer.state.log_history if "loss" in h]
+    mean_loss = run_mean_loss(trainer.state.log_history)   # the whole run's (resumed or not)
     card = {
         "kind": "alignx-personal-adapter", "method": method, "name": name, "base_model": lm.name,
         "base_source": lm.source, "preset": asdict(cfg), "trainer": "trl.DPOTrainer",
@@ -192,7 +197,8 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
                  "rows_per_source": dict(sorted(Counter(ex.source for ex in examples).items())),
                  "held_out": held_out or {},
                  "personas": sorted({ex.user.persona for ex in examples if ex.user.persona})},
-        "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
+        "steps": int(trainer.state.global_step),
+        "train_loss": float(result.training_loss if mean_loss is None else mean_loss),
         "final": {k: history[-1].get(k) for k in ("loss", "rewards/accuracies", "rewards/margins")} if history else {},
         "resumed": bool(checkpoint), "wall_time_s": round(time.time() - t0, 1), "command": command,
         "torch_threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
