@@ -15,6 +15,10 @@ a full disk), the temp file is removed and the old target is left exactly as it 
 temp folder next to the target, its files are fsynced, the old folder is renamed aside, the new
 one renamed in, and only then is the old one deleted (restored if the second rename fails).
 
+Every temp name starts with a dot (``.<name>.XXXX``, ``.<name>-XXXX``, ``.<name>.old-PID-HEX``), as do
+training work folders (``.work``): a SIGKILL can leave such an entry behind, and every loader that
+lists a folder skips them (``is_temporary``), so a half-written artefact is never loaded.
+
 JSON output is byte-identical to the writers this module replaced
 (``json.dump(data, f, indent=2, ensure_ascii=False, default=str)`` + ``"\\n"`` for ``write_json``,
 ``json.dumps(row, ensure_ascii=False) + "\\n"`` per row for ``write_jsonl``).
@@ -30,9 +34,15 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping
 
-__all__ = ["write_text", "write_json", "write_jsonl", "save_safetensors", "replace_file", "replace_dir"]
+__all__ = ["write_text", "write_json", "write_jsonl", "save_safetensors", "replace_file", "replace_dir", "is_temporary"]
 
 PathLike = str | os.PathLike
+
+
+def is_temporary(path: PathLike) -> bool:
+    """True for a dot-name: a temp file or folder of this module (possibly left by a killed run) or a
+    work folder of checkpoints; folder listings that find artefacts skip these."""
+    return Path(path).name.startswith(".")
 
 
 def _umask() -> int:

@@ -8,8 +8,9 @@ use. DPO (Rafailov et al. 2023) minimises, over pairs (x, y_c, y_r),
 with pi_ref the frozen base (the LoRA disabled: TRL needs no second model for a peft model) and
 the optional NLL term of the chosen answer (``sft_weight``; TRL's ``loss_type=["sigmoid", "sft"]``,
 the RPO objective of Pang et al. 2024). Checkpoints go to ``work`` every ``save_steps`` updates;
-``resume=True`` continues from the newest; ``save_adapter`` builds the finished adapter aside and
-swaps it in, so a killed run never leaves a complete-looking adapter.
+``resume=True`` continues from the newest complete one (``alignx.checkpoints.last_checkpoint``),
+a fresh run clears them; ``save_adapter`` builds the finished adapter aside and swaps it in, so a
+killed run never leaves a complete-looking adapter.
 """
 from __future__ import annotations
 
@@ -123,10 +124,13 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
+    from alignx.checkpoints import last_checkpoint
     from alignx.experts.train import TrainingCancelled
 
     if len(rows) < 2:
         raise InvalidInput(f"{name}: need at least 2 training pairs, got {len(rows)}")
+    if not resume and Path(work).exists():      # a fresh run: another run's checkpoints must not be resumed later
+        shutil.rmtree(work)
     bf16 = bf16_for(lm, cfg)
     losses = (["sigmoid", "sft"], [1.0, cfg.sft_weight]) if cfg.sft_weight > 0 else (["sigmoid"], None)
     args = DPOConfig(
@@ -147,8 +151,8 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
                           layers_to_transform=list(range(first, n_layers)) if first > 0 else None)
     trainer = DPOTrainer(model if model is not None else lm.model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=lm.tokenizer, peft_config=lora, callbacks=_callbacks(on_log, should_stop))
-    checkpoint = resume and any(Path(work).glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if checkpoint else None)
+    checkpoint = last_checkpoint(Path(work)) if resume else None     # torn checkpoints of a killed save skipped
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if should_stop and should_stop():
         raise TrainingCancelled(f"{name}: cancelled at step {trainer.state.global_step}; checkpoint in {work}")
     return trainer, result, bool(checkpoint), bf16
@@ -156,6 +160,14 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
 
 def loss_history(trainer) -> list[dict]:
     return [h for h in trainer.state.log_history if "loss" in h]
+
+
+def mean_loss(trainer, result) -> float:
+    """The whole run's mean training loss (a resumed run's ``training_loss`` covers only its part)."""
+    from alignx.checkpoints import run_mean_loss
+
+    whole = run_mean_loss(trainer.state.log_history)
+    return float(result.training_loss if whole is None else whole)
 
 
 def save_adapter(trainer, final: Path, card: dict, work: Path) -> Path:

@@ -6,6 +6,7 @@ from alignx.errors import InvalidInput
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -28,7 +29,9 @@ def register(sub) -> None:
                         "'Explain why ...' templates as benign rows, answered by the base model")
     p.add_argument("--template-refusals", type=int, default=None,
                    help="harmless: copies of every training refusal in the 'Explain why ...' templates to add")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/.work")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run: experts already finished in OUT are kept, an unfinished one "
+                        "continues from its newest complete checkpoint in OUT/.work")
     p.add_argument("--no-latent", action="store_true", help="skip fitting the latent alignment space")
     p.add_argument("--latent-only", action="store_true", help="only (re)fit the latent space on OUT's experts")
     p.add_argument("--device", default="auto")
@@ -49,6 +52,14 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def finished(out: Path, axis: str) -> bool:
+    """The ``axis`` expert of run ``out`` was written (adapter + card, swapped in whole) and no
+    checkpoints of a later, unfinished training of it are left."""
+    from alignx.experts.io import list_experts
+
+    return axis in list_experts(out) and not (out / ".work" / axis).exists()
+
+
 def run(args: argparse.Namespace) -> int:
     from alignx.data import AXES
     from alignx.experts.config import preset
@@ -67,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         from alignx.experts.train import train_expert
 
         for axis in axes:
+            if args.resume and finished(Path(args.out), axis):
+                print(f"== the {axis} expert is finished in {args.out}/{axis}: kept (--resume)", file=sys.stderr)
+                continue
             print(f"== training the {axis} expert ({args.preset} preset) -> {args.out}/{axis}", file=sys.stderr)
             lm = load_model(args.base, device=args.device)
             path = train_expert(lm, axis, args.out, cfg, data_dir=args.data_dir, resume=args.resume,

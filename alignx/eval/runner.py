@@ -48,7 +48,10 @@ class GenerationCache:
     def load(self) -> dict[tuple[str, str], dict]:
         if not self.path.exists():
             return {}
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        text = self.path.read_text(encoding="utf-8")
+        lines = text.split("\n")               # not splitlines(): json leaves U+0085 and U+2028 raw
+        if lines[-1] == "":
+            lines.pop()
         rows: dict[tuple[str, str], dict] = {}
         for i, line in enumerate(lines):
             if not line.strip():
@@ -61,6 +64,8 @@ class GenerationCache:
                     self._rewrite(lines[:i])
                     continue
                 raise CacheMismatch(f"{self.path}, line {i + 1}: malformed JSON (not a partial last line)") from None
+            if i == len(lines) - 1 and not text.endswith("\n"):
+                self._rewrite(lines)             # killed before its newline: the next append starts a new line
             if row.get("key") != self.key:
                 raise CacheMismatch(f"{self.path} holds generations of another run (key {row.get('key')!r}, this run "
                                     f"{self.key!r}: model, mode, calibration or decoding differ); use a new --out "

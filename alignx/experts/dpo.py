@@ -75,7 +75,7 @@ def train_dpo_expert(lm, axis: str, pairs: Sequence[tuple[str, str, str]], out_d
     ``sources`` / ``removed``: rows per source and evaluation prompts removed per source (the card)."""
     import torch
 
-    from alignx.dpo import conversational_rows, loss_history, run_dpo, save_adapter
+    from alignx.dpo import conversational_rows, loss_history, mean_loss, run_dpo, save_adapter
 
     if recipe not in RECIPES:
         raise unknown("expert recipe", recipe, RECIPES)
@@ -117,7 +117,7 @@ def train_dpo_expert(lm, axis: str, pairs: Sequence[tuple[str, str, str]], out_d
         "hyperparameters": dict(asdict(cfg), bf16_autocast=bf16), "steps": int(trainer.state.global_step),
         "losses": {"first_logged": history[0]["loss"] if history else None,
                    "final_logged": history[-1]["loss"] if history else None,
-                   "train_loss_mean": float(result.training_loss),
+                   "train_loss_mean": mean_loss(trainer, result),
                    "final_reward_accuracy": history[-1].get("rewards/accuracies") if history else None,
                    "heldout_reward_accuracy": held_acc},
         "loss_log": [{"step": int(h["step"]), "loss": float(h["loss"])} for h in history if "step" in h],

@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from alignx.atomic import replace_dir
+from alignx.atomic import is_temporary, replace_dir
 from alignx.atomic import write_json as write_json_atomic   # re-export: cards and reports are written with it
 from alignx.errors import InvalidInput
 
@@ -34,12 +34,14 @@ def read_card(folder: Path) -> dict:
 
 
 def list_experts(experts_dir: str | os.PathLike = DEFAULT_EXPERTS_DIR) -> dict[str, Path]:
-    """Complete expert folders (adapter + card) by name, sorted."""
+    """Complete expert folders (adapter + card) by name, sorted. Dot-folders are skipped: the temp
+    and set-aside folders ``alignx.atomic.replace_dir`` leaves when a run is killed mid-save, and
+    ``.work`` (checkpoints)."""
     root = Path(experts_dir)
     if not root.is_dir():
         return {}
     return {p.name: p for p in sorted(root.iterdir())
-            if (p / "adapter_config.json").exists() and (p / "card.json").exists()}
+            if not is_temporary(p) and (p / "adapter_config.json").exists() and (p / "card.json").exists()}
 
 
 def check_base(card: dict, folder: Path, base_name: str, base_source: str) -> None:
@@ -123,7 +125,7 @@ def export_experts(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = 
                     save_file(tensors, tmp / f.name, metadata={"format": "pt"})
                 elif f.name == "card.json":
                     write_json_atomic(tmp / f.name, dict(read_card(folder), shipped_dtype=dtype))
-                elif f.is_file():
+                elif f.is_file() and not is_temporary(f):
                     shutil.copy2(f, tmp / f.name)
         out.append(dst / name)
     return out

@@ -1,8 +1,10 @@
 """Train one LoRA expert per axis on a frozen base with transformers' Trainer.
 
 Checkpoints go to ``<out>/.work/<axis>/checkpoint-N`` every ``save_steps`` (``resume=True``
-continues from the newest); the finished expert is written to a temporary folder and renamed
-to ``<out>/<axis>`` in one step, so a killed run never leaves a complete-looking expert.
+continues from the newest complete one, ``alignx.checkpoints.last_checkpoint``); the finished
+expert is written to a temporary folder and renamed to ``<out>/<axis>`` in one step, so a killed
+run never leaves a complete-looking expert. The LoRA init is seeded with ``cfg.seed``: a run
+resumed after a SIGKILL ends with the same adapter as an uninterrupted one (tests/test_crash_resume.py).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Callable
 import torch
 
 from alignx.atomic import replace_dir, write_json
+from alignx.checkpoints import last_checkpoint, run_mean_loss
 from alignx.experts.config import ExpertConfig
 from alignx.experts.sft import PadCollator, axis_data, contrast_prompts, tokenize
 
@@ -134,7 +137,7 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     name = name or axis
     if not name.replace("_", "").replace("-", "").isalnum():
         raise InvalidInput(f"expert name {name!r}: use letters, digits, '-' and '_' only")
-    from transformers import Trainer
+    from transformers import Trainer, set_seed
 
     out_dir = Path(out_dir)
     work = out_dir / ".work" / name
@@ -150,6 +153,7 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     train_ds = tokenize(tok, data.train, cfg.max_length)
     held_ds = tokenize(tok, data.heldout, cfg.max_length)
     collator = PadCollator(tok.pad_token_id)
+    set_seed(cfg.seed)                               # the LoRA init draws from the global RNG: same seed, same expert
     model = lora_model(lm, cfg)
     bf16 = use_bf16(lm, cfg)
     with model.disable_adapter():
@@ -158,9 +162,9 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     args = training_arguments(lm, cfg, work, bf16)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
                       callbacks=_callbacks(axis, on_loss, should_stop))
-    has_ckpt = resume and any(work.glob("checkpoint-*"))
+    checkpoint = last_checkpoint(work) if resume else None      # torn checkpoints of a killed save skipped
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=True if has_ckpt else None)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.time() - t0
     if should_stop and should_stop():
         log.warning("training of %s cancelled at step %d; checkpoint kept in %s (use --resume)",
@@ -168,6 +172,7 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
         raise TrainingCancelled(f"training of {axis} cancelled at step {trainer.state.global_step}")
     heldout = response_loss(model, held_ds, collator, bf16=bf16)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    mean_loss = run_mean_loss(trainer.state.log_history)     # the whole run's, resumed or not
     card = {
         "kind": "alignx-expert", "name": name, "axis": axis, "base_model": lm.name, "base_source": lm.source,
         "data": {"sources": data.sources, "eval_prompts_removed": data.removed,
@@ -178,7 +183,8 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
         "train_tokens": int(trainer.state.num_input_tokens_seen),
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(wall, 1e-9), 1),
         "losses": {"first_logged": losses[0] if losses else None, "final_logged": losses[-1] if losses else None,
-                   "train_loss_mean": result.training_loss, "heldout_response_loss": heldout,
+                   "train_loss_mean": result.training_loss if mean_loss is None else mean_loss,
+                   "heldout_response_loss": heldout,
                    "heldout_response_loss_base": base_heldout,
                    "heldout_perplexity": math.exp(min(heldout, 50))},
         "loss_log": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],

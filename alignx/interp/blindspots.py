@@ -43,7 +43,7 @@ def _prompts(folder: Path) -> dict[tuple[str, str], str]:
     path = folder / GENERATIONS
     out = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8").split("\n"):   # not splitlines: U+0085/U+2028 in answers
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:

@@ -36,7 +36,7 @@ def _samples(folder: Path) -> dict[tuple[str, str], dict]:
     if not path.is_file():
         return {}
     out = {}
-    for i, line in enumerate(path.read_text().splitlines()):
+    for i, line in enumerate(path.read_text(encoding="utf-8").split("\n")):   # U+2028 in answers is no line end
         if line.strip():
             try:
                 row = json.loads(line)

@@ -14,6 +14,7 @@ import json
 import threading
 from pathlib import Path
 
+from alignx.atomic import is_temporary
 from alignx.errors import unknown
 from alignx.methods.registry import Family, Mode, register
 
@@ -36,6 +37,8 @@ def available(studio) -> dict[str, Path]:
     root, out = circuits_dir(studio), {}
     folders = sorted(root.iterdir(), key=lambda f: (f.name != FULL, f.name)) if root.is_dir() else ()
     for folder in folders:                                          # the full model first
+        if is_temporary(folder):                                    # a killed save's temp folder, .work
+            continue
         try:
             card = json.loads((folder / "card.json").read_text())
         except (OSError, ValueError):

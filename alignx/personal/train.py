@@ -10,7 +10,8 @@ profile (``prompts.pba_prompt``). DPO (Rafailov et al. 2023) minimises
 with pi_ref the frozen base (the LoRA disabled) and beta = 0.1 (AlignX-Family). Presets: ``tiny``
 (tests), ``cpu`` (the shipped adapters for SmolLM2-135M) and ``paper`` (the paper's beta = 0.1,
 lr 5e-7, one epoch, for Llama-3.1-8B-Instruct on GPUs). Checkpoints go to ``<out>/.work/<name>``;
-``resume=True`` continues from the newest; the finished adapter is built aside and swapped in.
+``resume=True`` continues from the newest complete one (``alignx.checkpoints.last_checkpoint``), a
+fresh run clears them; the finished adapter is built aside and swapped in.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
     ``held_out``: per source, what was kept out of training (the evaluation half), for the card."""
     import torch
 
-    from alignx.dpo import loss_history, run_dpo, save_adapter
+    from alignx.dpo import loss_history, mean_loss, run_dpo, save_adapter
 
     if method not in METHODS:
         raise unknown("personalization method", method, METHODS)
@@ -97,7 +98,7 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
                  "rows_per_source": dict(sorted(Counter(ex.source for ex in examples).items())),
                  "held_out": held_out or {},
                  "personas": sorted({ex.user.persona for ex in examples if ex.user.persona})},
-        "steps": int(trainer.state.global_step), "train_loss": float(result.training_loss),
+        "steps": int(trainer.state.global_step), "train_loss": mean_loss(trainer, result),
         "final": {k: history[-1].get(k) for k in ("loss", "rewards/accuracies", "rewards/margins")} if history else {},
         "resumed": bool(checkpoint), "wall_time_s": round(time.time() - t0, 1), "command": command,
         "torch_threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,0 +1,88 @@
+"""Resuming a killed training run from the newest checkpoint it left complete.
+
+transformers' ``Trainer`` writes ``<work>/checkpoint-N`` in place, in this order: the weights
+(``adapter_model.safetensors``), ``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``, then
+``trainer_state.json``; afterwards it deletes the checkpoints beyond ``save_total_limit``. A SIGKILL
+in between leaves a torn ``checkpoint-N``. ``Trainer.train(resume_from_checkpoint=True)`` takes the
+highest N whatever it holds (``transformers.trainer_utils.get_last_checkpoint``) and then fails on a
+missing ``trainer_state.json``, or silently trains on without a missing ``optimizer.pt`` (fresh Adam
+moments) or ``rng_state.pth`` (another data order): the resumed expert would differ from an
+uninterrupted run without a word.
+
+``last_checkpoint(work)`` is the highest N whose folder holds every part and whose
+``trainer_state.json`` (written last) parses and names step N; torn checkpoints are removed, with a
+warning that says what each lacked, so the Trainer never sees them. Pass the result to
+``trainer.train(resume_from_checkpoint=...)`` (None: start afresh).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PATTERN = re.compile(r"^checkpoint-(\d+)$")
+REQUIRED = ("optimizer.pt", "scheduler.pt")
+WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+STATE = "trainer_state.json"
+
+
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why ``folder`` (``checkpoint-N``) cannot be resumed from, or None when it is complete."""
+    folder = Path(folder)
+    m = PATTERN.match(folder.name)
+    if not m or not folder.is_dir():
+        return "not a checkpoint-N folder"
+    try:
+        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {STATE} (the save was cut short)"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{STATE} unreadable ({exc.__class__.__name__}: truncated?)"
+    if not isinstance(state, dict) or state.get("global_step") != int(m.group(1)):
+        return f"{STATE} names step {state.get('global_step') if isinstance(state, dict) else None!r}, not {m.group(1)}"
+    missing = [f for f in REQUIRED if not (folder / f).is_file()]
+    if not any((folder / f).is_file() for f in WEIGHTS):
+        missing.append(" or ".join(WEIGHTS))
+    if not any(folder.glob("rng_state*.pth")):
+        missing.append("rng_state.pth")
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+def last_checkpoint(work: str | Path, remove_torn: bool = True) -> Path | None:
+    """The newest complete ``checkpoint-N`` in ``work`` (None: there is none; start afresh).
+
+    Checkpoints newer than it that are torn are deleted when ``remove_torn`` (a warning names each
+    and what it lacked); older ones are left to the Trainer's own rotation."""
+    work = Path(work)
+    if not work.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in work.iterdir() if (m := PATTERN.match(p.name)) and p.is_dir()),
+                   reverse=True)
+    for _, folder in found:
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        log.warning("ignoring the torn checkpoint %s: %s%s", folder, problem, "; removed" if remove_torn else "")
+        if remove_torn:
+            shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
+def run_mean_loss(log_history: list[dict]) -> float | None:
+    """The mean training loss per optimizer step over the whole run, from ``trainer.state.log_history``.
+
+    Each logged ``loss`` is the mean over the steps since the previous log, so the run's mean is
+    ``sum_i loss_i (step_i - step_{i-1}) / step_last``. The history travels in every checkpoint, so a
+    resumed run reports the same value as an uninterrupted one; ``TrainOutput.training_loss`` does
+    not (it averages only the steps this process ran). Steps after the last log are not counted
+    (none when the run's last step is a logging step). None when nothing was logged."""
+    total, previous = 0.0, 0
+    for h in log_history:
+        if "loss" in h and "step" in h:
+            total += float(h["loss"]) * (int(h["step"]) - previous)
+            previous = int(h["step"])
+    return total / previous if previous else None
