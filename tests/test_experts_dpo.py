@@ -94,3 +94,35 @@ def test_recipe_errors(tmp_path):
         train_dpo_expert(lm, "harmless", [PAIRS[0], ("q", "a", " ")] + PAIRS[2:], tmp_path, preset("tiny"))
     with pytest.raises(ValueError, match="unknown expert DPO preset"):
         preset("huge")
+
+
+def test_balanced_sample_shares_the_budget():
+    from alignx.experts.dpo import balanced_sample
+
+    out = balanced_sample({"a": list(range(2)), "b": list(range(100)), "c": list(range(100)), "d": []}, 10)
+    assert {k: len(v) for k, v in out.items()} == {"a": 2, "b": 4, "c": 4}
+    assert balanced_sample({"a": [1, 2]}, None) == {"a": [1, 2]}
+
+
+@pytest.mark.slow
+def test_train_experts_cli_dpo_on_the_real_pairs(tmp_path, data_dir):
+    """``train-experts --method dpo``: decontaminated pairs balanced over sources (OKTest answered by
+    the base model itself), a card that says where every pair came from."""
+    from alignx.cli import main
+    from alignx.data.decontam import EvalIndex
+
+    assert main(["train-experts", "--base", "tiny-random", "--preset", "tiny", "--data-dir", str(data_dir),
+                 "--axes", "harmless", "--method", "dpo", "--max-pairs", "24", "--source-limit", "30",
+                 "--max-steps", "2", "--no-latent", "--out", str(tmp_path)]) == 0
+    card = json.loads((tmp_path / "harmless" / "card.json").read_text())
+    assert card["recipe"] == "dpo" and card["steps"] == 2
+    sources = card["data"]["sources"]
+    assert sum(sources.values()) == 24 and {"pku_pairs", "coconot_pref", "hh_harmless"} <= set(sources)
+    assert max(sources.values()) - min(sources.values()) <= 1           # shared equally
+    assert set(card["data"]["evaluation_prompts_removed"]) >= {"pku_pairs", "hh_harmless", "oktest"}
+    index = EvalIndex.build(data_dir)
+    from alignx.experts.dpo import preference_data
+    from alignx.models import load_model
+
+    pairs, _, _ = preference_data(load_model("tiny-random"), "honest", data_dir, 30, limit=30)
+    assert len(pairs) == 30 and all(index.is_clean(p) for p, _, _ in pairs)

@@ -29,6 +29,17 @@ def register(sub) -> None:
                         "'Explain why ...' templates as benign rows, answered by the base model")
     p.add_argument("--template-refusals", type=int, default=None,
                    help="harmless: copies of every training refusal in the 'Explain why ...' templates to add")
+    p.add_argument("--method", default="sft", choices=["sft", "dpo", "dpo+sft", "sft+dpo"],
+                   help="sft: supervised on each axis's answers; dpo: DPO on the axis's preference pairs "
+                        "(alignx.data.pairs, decontaminated); dpo+sft: DPO plus the NLL of the chosen answer; "
+                        "sft+dpo: the SFT expert, then DPO from it")
+    p.add_argument("--beta", type=float, default=None, help="DPO beta (default: the DPO preset's, 0.1)")
+    p.add_argument("--max-pairs", type=int, default=1200,
+                   help="DPO: training pairs per axis, shared equally over the pair sources (0 = all)")
+    p.add_argument("--pairs-file", default=None,
+                   help="DPO: a JSON / JSONL file of prompt, chosen, rejected (one axis) instead of the built-in pairs")
+    p.add_argument("--source-limit", type=int, default=None,
+                   help="DPO: read at most this many rows of each pair source file (quick runs, tests)")
     p.add_argument("--resume", action="store_true",
                    help="continue a killed run: experts already finished in OUT are kept, an unfinished one "
                         "continues from its newest complete checkpoint in OUT/.work")
@@ -81,10 +92,14 @@ def run(args: argparse.Namespace) -> int:
             if args.resume and finished(Path(args.out), axis):
                 print(f"== the {axis} expert is finished in {args.out}/{axis}: kept (--resume)", file=sys.stderr)
                 continue
-            print(f"== training the {axis} expert ({args.preset} preset) -> {args.out}/{axis}", file=sys.stderr)
+            print(f"== training the {axis} expert ({args.method}, {args.preset} preset) -> {args.out}/{axis}",
+                  file=sys.stderr)
             lm = load_model(args.base, device=args.device)
-            path = train_expert(lm, axis, args.out, cfg, data_dir=args.data_dir, resume=args.resume,
-                                command=command)
+            if args.method == "sft":
+                path = train_expert(lm, axis, args.out, cfg, data_dir=args.data_dir, resume=args.resume,
+                                    command=command)
+            else:
+                path = _train_dpo(args, lm, axis, cfg, command)
             print(f"saved {path}", file=sys.stderr)
     if not args.no_latent:
         from alignx.experts.latent_fit import fit_latent_space
@@ -94,6 +109,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"latent space: nearest-centroid accuracy on held-out prompts "
               f"{report['heldout_nearest_centroid_accuracy']:.3f}", file=sys.stderr)
     return 0
+
+
+def _train_dpo(args: argparse.Namespace, lm, axis: str, cfg, command: str) -> Path:
+    """One axis by DPO (``alignx.experts.dpo``); ``sft+dpo`` trains the SFT expert first, into
+    ``OUT/.sft/<axis>`` (a dot folder: never listed as an expert), then DPO goes on from it."""
+    from alignx.experts.dpo import preference_data, preset as dpo_preset, train_dpo_expert
+    from alignx.experts.train import train_expert
+    from alignx.models import load_model
+
+    dcfg = dpo_preset(args.preset, beta=args.beta, max_steps=args.max_steps, learning_rate=args.learning_rate)
+    if args.pairs_file:
+        from alignx.data.pairs import load_pair_file
+
+        from alignx.data.decontam import decontaminate
+
+        removed: dict[str, int] = {}
+        records = decontaminate(load_pair_file(args.pairs_file, axis=axis), "file", args.data_dir, removed)
+        pairs, sources = [(r.prompt, r.chosen, r.rejected) for r in records], {"file": len(records)}
+    else:
+        pairs, sources, removed = preference_data(lm, axis, args.data_dir, args.max_pairs or None, dcfg.seed,
+                                                  limit=args.source_limit)
+    init = None
+    if args.method == "sft+dpo":
+        sft_dir = Path(args.out) / ".sft"
+        init = sft_dir / axis
+        if not (args.resume and (init / "card.json").exists()):
+            train_expert(lm, axis, sft_dir, cfg, data_dir=args.data_dir, resume=args.resume, command=command)
+        lm = load_model(args.base, device=args.device)
+    return train_dpo_expert(lm, axis, pairs, args.out, dcfg, recipe=args.method, init_adapter=init,
+                            sources=sources, removed=removed, resume=args.resume, command=command)
 
 
 def register_report(sub) -> None:

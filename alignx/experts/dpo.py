@@ -45,6 +45,43 @@ def preset(name: str, **overrides) -> DPOPreset:
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def balanced_sample(groups: dict[str, list], n: int | None, seed: int = 0) -> dict[str, list]:
+    """At most ``n`` items in all, shared as equally as the groups allow: each group gives up to
+    n / (groups left) items (a seeded sample), what a small group leaves goes to the others."""
+    rng = random.Random(seed)
+    groups = {k: list(v) for k, v in groups.items() if v}
+    if n is None:
+        return groups
+    out, left, budget = {}, sorted(groups, key=lambda k: len(groups[k])), n
+    for i, k in enumerate(left):
+        take = min(len(groups[k]), budget // (len(left) - i))
+        out[k] = rng.sample(groups[k], take)
+        budget -= take
+    return {k: out[k] for k in groups}
+
+
+def preference_data(lm, axis: str, data_dir=None, max_pairs: int | None = 1200, seed: int = 0,
+                    limit: int | None = None, distill_tokens: int = 96):
+    """The axis's training pairs from ``alignx.data.pairs.axis_pairs`` (decontaminated), balanced
+    over sources (``balanced_sample``). Harmless: OKTest's benign prompts are answered by the base
+    model itself (greedy, ``self_distill``: its refusals are dropped), each answer preferred over a
+    refusal. Returns (pairs, rows per source, evaluation prompts removed per source)."""
+    from alignx.data.pairs import axis_pairs
+    from alignx.experts.train import self_distill
+
+    def base_answers(prompts: list[str]) -> list[str]:
+        given = dict(self_distill(lm, prompts, distill_tokens))
+        return [given.get(p, "") for p in prompts]
+
+    ps = axis_pairs(axis, data_dir, limit=limit, oktest_answers=base_answers if axis == "harmless" else None)
+    groups: dict[str, list] = {}
+    for r in ps.pairs:
+        groups.setdefault(r.source, []).append((r.prompt, r.chosen, r.rejected))
+    picked = balanced_sample(groups, max_pairs, seed)
+    pairs = [x for rows in picked.values() for x in rows]
+    return pairs, {k: len(v) for k, v in picked.items()}, dict(ps.removed)
+
+
 def reward_accuracy(model, tokenizer, pairs: Sequence[tuple[str, str, str]]) -> float | None:
     """Share of pairs whose implicit reward margin (pi = the active adapter, pi_ref = adapters off)
     is > 0; ties (a fresh LoRA) count 1/2."""
