@@ -82,18 +82,18 @@ def nearest_rows(queries: list[str], pool: list[str], n: int) -> list[int]:
 def _take(rows: list[tuple[str, str]], cfg: ExpertConfig, rng: random.Random, source: str | None = None,
           removed: dict[str, int] | None = None, data_dir=None) -> tuple[list, list]:
     """Seeded shuffle, the first ``cfg.heldout_rows`` held out, then ``cfg.rows_per_axis`` for
-    training; with ``source``, evaluation prompts are dropped from both parts *after* the split
-    (counted in ``removed[source]``), so a new evaluation file removes rows but never reshuffles
-    the others: held-out rows stay held out."""
+    training. With ``source``, the source's evaluation prompts are dropped from both parts *after*
+    the split, so a new evaluation file removes rows but never reshuffles the others (held-out rows
+    stay held out); ``removed[source]`` counts them in the whole source, as the cards record."""
     rows = list(rows)
     rng.shuffle(rows)
+    if source is not None:
+        clean = set(_clean(rows, source, removed if removed is not None else {}, data_dir))
+        rows = [r if r in clean else None for r in rows]           # None: an evaluation prompt, dropped below
     heldout, train = rows[:cfg.heldout_rows], rows[cfg.heldout_rows:]
     if cfg.rows_per_axis is not None:
         train = train[:cfg.rows_per_axis]
-    if source is not None:
-        removed = removed if removed is not None else {}
-        train, heldout = _clean(train, source, removed, data_dir), _clean(heldout, source, removed, data_dir)
-    return train, heldout
+    return [r for r in train if r is not None], [r for r in heldout if r is not None]
 
 
 def _tqa_answered(share: float, name: str, seed: int, data_dir=None) -> list:
