@@ -122,15 +122,18 @@ def test_bad_rows_name_file_row_and_field(tmp_path):
         (S.load_beavertails_30k_test, "b.json", '[{"input": "q and a", "output": "Response: harmful"}]',
          r"row 0, field 'input': expected 'Human user"),
         (S.load_do_not_answer, "d.csv", "question," + ",".join(f"{m}_response,{m}_harmful" for m in S.DNA_MODELS)
-         + "\nq," + ",".join("r,2" for _ in S.DNA_MODELS) + "\n", r"d.csv, row 0, field 'GPT4_harmful': expected 0 or 1"),
+         + "\nq," + ",".join("r,2" for _ in S.DNA_MODELS) + "\n",
+         r"d.csv, row 0, field 'GPT4_harmful': expected 0 or 1"),
         (S.load_catqa, "n.json", '{"A": ["not a dict"]}', r"n.json, field 'A': expected an object subcategory"),
-        (S.load_catqa, "n.json", '{"A": {"B": ["ok", 3]}}', r"n.json, row 1, field 'question': expected a string, got int"),
+        (S.load_catqa, "n.json", '{"A": {"B": ["ok", 3]}}',
+         r"n.json, row 1, field 'question': expected a string, got int"),
         (S.load_advbench, "a.json", '[{"instruction": ""}]', r"a.json, row 0, field 'instruction': empty value"),
         (G.load_selfaware, "s.json", '{"example": [{"question": "q", "answerable": "yes"}]}',
          r"s.json, row 0, field 'answerable': expected true/false"),
         (G.load_selfaware, "s.json", '{"example": [{"question": "q", "answerable": true, "answer": []}]}',
          r"row 0, field 'answer': an answerable question needs a list of answers"),
-        (G.load_gsm8k, "g.jsonl", '{"question": "q", "answer": "42"}\n', r"g.jsonl, row 0, field 'answer': expected a final"),
+        (G.load_gsm8k, "g.jsonl", '{"question": "q", "answer": "42"}\n',
+         r"g.jsonl, row 0, field 'answer': expected a final"),
         (G.load_lima, "l.json", '[{"instruction": "i", "output": "o", "history": [["only user"]]}]',
          r"l.json, row 0, field 'history': expected a list of \[user, assistant\]"),
         (G.load_halueval, "h.json", '{"question": "q", "right_answer": "r"}\n',
@@ -149,7 +152,8 @@ def test_hh_bad_transcripts_and_gzip(tmp_path):
     cases = [({"chosen": good["chosen"]}, r"row 1, field 'rejected': missing field"),
              (dict(good, rejected=5), r"row 1, field 'rejected': expected a string, got int"),
              (dict(good, chosen="Human: no leading turn"), r"row 1, field 'chosen': expected a transcript"),
-             (dict(good, chosen="\n\nHuman: hi\n\nAssistant: ok\n\nHuman: more"), r"row 1, field 'chosen': expected a transcript")]
+             (dict(good, chosen="\n\nHuman: hi\n\nAssistant: ok\n\nHuman: more"),
+              r"row 1, field 'chosen': expected a transcript")]
     for bad, pattern in cases:
         path = tmp_path / "t.jsonl.gz"
         with gzip.open(path, "wt", encoding="utf-8") as f:

@@ -77,13 +77,14 @@ def test_near_duplicates_are_caught_and_the_threshold_holds(data_dir):
 
 
 def test_prefix_index_finds_exactly_what_brute_force_finds(data_dir):
-    evals = [r.prompt for r in D.load("beavertails_30k_test", data_dir)] + [r.prompt for r in D.load("xstest", data_dir)]
+    evals = [r.prompt for name in ("beavertails_30k_test", "xstest") for r in D.load(name, data_dir)]
     index = EvalIndex([("e", p) for p in evals])
     eval_words = [words(normalize(p)) for p in evals if normalize(p)]
     hh = [r.prompt for r in D.load("hh_harmless", data_dir, skip_bad=True)]
     hit = [t for t in hh if index.match(t) is not None]
     rng = random.Random(0)
-    train = hit + rng.sample([t for t in hh if t not in hit], 200) + [r.prompt for r in rng.sample(D.load("pku_pairs", data_dir), 200)]
+    train = hit + rng.sample([t for t in hh if t not in hit], 200)
+    train += [r.prompt for r in rng.sample(D.load("pku_pairs", data_dir), 200)]
     assert sum(index.match(t).kind == "near" for t in hit) >= 10
     for t in train:
         a = words(normalize(t))
@@ -164,7 +165,8 @@ def test_no_evaluation_prompt_reaches_any_training_set(data_dir):
     for axis in D.AXES:
         d = axis_data(axis, cfg, data_dir)
         checked[f"axis_data:{axis}"] = _assert_clean(d.train + d.heldout, index, plain, axis)
-    checked["contrast"] = _assert_clean(contrast_prompts(preset("tiny", benign_contrast=1.0), data_dir), index, plain, "c")
+    contrast = contrast_prompts(preset("tiny", benign_contrast=1.0), data_dir)
+    checked["contrast"] = _assert_clean(contrast, index, plain, "contrast")
     for o, rows in objective_data(D.AXES, data_dir).items():
         checked[f"negotiax:{o}"] = _assert_clean(rows, index, plain, o)
     items, _ = train_items(data_dir, per_axis=10**5)
@@ -182,7 +184,7 @@ def test_no_evaluation_prompt_reaches_any_training_set(data_dir):
         checked[f"pairs:{axis}"] = _assert_clean(ps.pairs + ps.sft + ps.needs_answers, index, plain, axis)
     for name, (train, _) in load_psoups(data_dir).items():          # P-Soups: split by prompt elsewhere; none found
         history = [p.prompt for ex in train for p in ex.user.history]
-        checked[f"psoups:{name}"] = _assert_clean(train, index, plain, name) + _assert_clean(history, index, plain, name)
+        checked[f"psoups:{name}"] = _assert_clean(list(train) + history, index, plain, name)
     assert all(n > 0 for n in checked.values()), checked
     # and the known contaminated prompts really were in the sources before
     assert any(index.match(r.prompt) for r in D.load("alpaca", data_dir, skip_bad=True))

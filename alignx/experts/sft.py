@@ -167,15 +167,16 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
         train, held = _take(pairs, replace(cfg, heldout_rows=held_n), rng)
         return AxisData(axis, train, held, {"custom": len(train)}, removed)
     removed = {}
-    alpaca_raw = [(r.prompt, r.response) for r in D.load_alpaca(data_dir=data_dir, skip_bad=True)]
+    if axis in ("helpful", "harmless"):
+        alpaca_raw = [(r.prompt, r.response) for r in D.load_alpaca(data_dir=data_dir, skip_bad=True)]
     if axis == "helpful":
         train, held = _take(alpaca_raw, cfg, rng, "alpaca", removed, data_dir)
         return AxisData(axis, train, held, {"alpaca": len(train)}, removed)
-    alpaca = _clean(alpaca_raw, "alpaca", removed, data_dir)       # a pool to sample from: cleaned first
     if axis == "harmless":
+        alpaca = _clean(alpaca_raw, "alpaca", removed, data_dir)   # a pool to sample from: cleaned first
         refusals_raw = [(r.prompt, r.response) for r in D.load_safety_instructions(data_dir=data_dir, skip_bad=True)]
         train, held = _take(refusals_raw, cfg, rng, "safety_refusals", removed, data_dir)
-        refusals = _clean(refusals_raw, "unused", {}, data_dir)
+        refusals = _clean(refusals_raw, "safety_refusals", {}, data_dir)   # the pool (already counted above)
         benign_pool = alpaca[:]
         random.Random(cfg.seed + 1).shuffle(benign_pool)
         n_benign = int(round(len(train) * cfg.benign_mix))
@@ -207,7 +208,6 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
     for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]:
         answers = [r.response] + [a for a in r.extra["correct_answers"] if a != r.response][:2]
         pairs.extend((r.prompt, a if a.endswith(".") else a + ".") for a in answers)
-    removed = {}
     train, held = _take(pairs, cfg, rng, "truthfulqa_train_half", removed, data_dir)
     return AxisData(axis, train, held, {"truthfulqa_train_half": len(train)}, removed)
 
