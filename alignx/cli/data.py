@@ -36,14 +36,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"evaluation prompts (roles {', '.join(roles)}; normalised, distinct): {len(index)} from "
           f"{len(index.sources)} files; index built in {t_index:.1f} s")
-    print(f"| training source | rows | exact | near (word-Jaccard >= {THRESHOLD}) | removed | kept | removed by |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print(f"| training source | rows | exact | near (word-Jaccard >= {THRESHOLD}) | removed | kept | filter s "
+          f"| removed by |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in reports:
         by = ", ".join(f"{k} {v}" for k, v in sorted(r.by_eval.items(), key=lambda kv: -kv[1]))
-        print(f"| {r.source} | {r.total} | {r.exact} | {r.near} | {r.removed} | {r.kept} | {by} |")
+        print(f"| {r.source} | {r.total} | {r.exact} | {r.near} | {r.removed} | {r.kept} | {r.seconds:.2f} | {by} |")
     total = sum(r.total for r in reports)
     print(f"| all | {total} | {sum(r.exact for r in reports)} | {sum(r.near for r in reports)} | "
-          f"{sum(r.removed for r in reports)} | {sum(r.kept for r in reports)} | |")
+          f"{sum(r.removed for r in reports)} | {sum(r.kept for r in reports)} | "
+          f"{sum(r.seconds for r in reports):.2f} | |")
     print(f"wall time {wall:.1f} s")
     return 0
 

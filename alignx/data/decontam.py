@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class Match:
     eval_source: str          # the evaluation file (relative to the data directory) and its reader
     eval_prompt: str
     jaccard: float
+    query: str = ""           # the training text that matched (a later HH turn, a bare behavior, ...)
 
 
 @dataclass
@@ -99,6 +101,7 @@ class FilterReport:
     exact: int = 0
     near: int = 0
     by_eval: dict[str, int] = field(default_factory=dict)  # evaluation source -> rows it removed
+    seconds: float = 0.0                                    # wall time of the filtering
     examples: list[dict] = field(default_factory=list)     # the first few matches, for eyeballing
 
     @property
@@ -111,7 +114,8 @@ class FilterReport:
 
     def to_dict(self) -> dict:
         return {"source": self.source, "total": self.total, "kept": self.kept, "removed": self.removed,
-                "exact": self.exact, "near": self.near, "by_eval": self.by_eval, "examples": self.examples}
+                "exact": self.exact, "near": self.near, "by_eval": self.by_eval, "seconds": round(self.seconds, 3),
+                "examples": self.examples}
 
 
 class EvalIndex:
@@ -161,7 +165,7 @@ class EvalIndex:
             return None
         if norm in self.exact:
             src, prompt = self.exact[norm]
-            return Match("exact", src, prompt, 1.0)
+            return Match("exact", src, prompt, 1.0, text)
         a = words(norm)
         if not a:
             return None
@@ -181,7 +185,7 @@ class EvalIndex:
         if best is None:
             return None
         _, src, prompt = self._entries[best]
-        return Match("near", src, prompt, round(best_j, 4))
+        return Match("near", src, prompt, round(best_j, 4), text)
 
     def match_item(self, item: Any) -> Match | None:
         for text in item_texts(item):
@@ -192,6 +196,7 @@ class EvalIndex:
 
     def filter(self, items: Sequence[T], source: str = "", n_examples: int = 3) -> tuple[list[T], FilterReport]:
         """``(kept items, FilterReport)``: every item none of whose texts matches an evaluation prompt."""
+        t0 = time.perf_counter()
         report = FilterReport(source, total=len(items))
         kept: list[T] = []
         for item in items:
@@ -202,8 +207,9 @@ class EvalIndex:
             setattr(report, m.kind, getattr(report, m.kind) + 1)
             report.by_eval[m.eval_source] = report.by_eval.get(m.eval_source, 0) + 1
             if len(report.examples) < n_examples:
-                report.examples.append({"train": item_texts(item)[0][:200], "eval_source": m.eval_source,
+                report.examples.append({"train": m.query[:200], "eval_source": m.eval_source,
                                         "eval": m.eval_prompt[:200], "kind": m.kind, "jaccard": m.jaccard})
+        report.seconds = time.perf_counter() - t0
         return kept, report
 
     def is_clean(self, text: str) -> bool:

@@ -88,7 +88,8 @@ def _hh(name: str, axis: str, data_dir: PathLike, limit: int | None, multi_turn:
         if r.extra["turns"] == 1:
             out.append(_pair(axis, r.prompt, r.chosen, r.rejected, name, row=r.extra["row"], turns=1))
         elif multi_turn:
-            context = r.extra["context"].strip().replace("\n\nHuman: ", "\nHuman: ").replace("\n\nAssistant: ", "\nAssistant: ")
+            context = (r.extra["context"].strip().replace("\n\nHuman: ", "\nHuman: ")
+                       .replace("\n\nAssistant: ", "\nAssistant: "))
             out.append(_pair(axis, context, r.chosen, r.rejected, name, row=r.extra["row"], turns=r.extra["turns"],
                              match_texts=r.extra["human_turns"]))
     return out
@@ -140,7 +141,8 @@ def _refusal_vs_unsafe(data_dir: PathLike, limit: int | None) -> list[AlignRecor
     for r, v in zip(unsafe, bt_vecs):
         same = by_prompt.get(normalize(r.prompt))
         if same is not None:
-            out.append(_pair("harmless", r.prompt, same.response, r.rejected, "refusal_vs_unsafe", paired_by="same prompt"))
+            out.append(_pair("harmless", r.prompt, same.response, r.rejected, "refusal_vs_unsafe",
+                             paired_by="same prompt"))
             continue
         scores: dict[int, float] = {}
         for w, x in v.items():
@@ -178,8 +180,9 @@ def _truthfulqa(data_dir: PathLike, limit: int | None, per_question: int) -> lis
     for r in split_half(load("truthfulqa", data_dir))[0][:limit]:
         correct = [r.response] + [a for a in r.extra["correct_answers"] if a != r.response]
         incorrect = [r.rejected] + [a for a in r.extra["incorrect_answers"] if a != r.rejected]
-        for c, i in list(zip(correct, incorrect))[:per_question]:
-            out.append(_pair("honest", r.prompt, c, i, "truthfulqa_train_half", row=r.extra["row"]))
+        distinct = [(c, i) for c, i in zip(correct, incorrect) if c.strip() != i.strip()]   # one has "Unknown" in both
+        out += [_pair("honest", r.prompt, c, i, "truthfulqa_train_half", row=r.extra["row"])
+                for c, i in distinct[:per_question]]
     return out
 
 
@@ -209,7 +212,7 @@ def axis_pairs(axis: str, data_dir: PathLike = None, limit: int | None = None, m
     else:
         out.add("truthfulqa_train_half", _truthfulqa(data_dir, limit, per_question), index)
         out.add("halueval", [_pair("honest", r.prompt, r.chosen, r.rejected, "halueval", row=r.extra["row"])
-                             for r in load("halueval", data_dir, limit=limit)], index)
+                             for r in load("halueval", data_dir, limit=limit) if r.chosen != r.rejected], index)
         selfaware = load("selfaware", data_dir, limit=limit)
         out.add("selfaware", [_pair("honest", r.prompt, r.response, UNANSWERABLE_TEXT, "selfaware", row=r.extra["row"])
                               for r in selfaware if r.extra["answerable"]], index)

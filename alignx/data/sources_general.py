@@ -40,7 +40,8 @@ def parse_transcript(path: Path, i: int, text: Any, field: str) -> list[tuple[st
     return turns
 
 
-def _hh(key: str, axis: str, source: PathLike, data_dir: PathLike, limit: int | None, skip_bad: bool) -> list[AlignRecord]:
+def _hh(key: str, axis: str, source: PathLike, data_dir: PathLike, limit: int | None,
+        skip_bad: bool) -> list[AlignRecord]:
     path = local_file(source, key, data_dir)
     rows = read_jsonl(path)
 
@@ -50,7 +51,8 @@ def _hh(key: str, axis: str, source: PathLike, data_dir: PathLike, limit: int | 
         for name in ("chosen", "rejected"):
             if name not in r:
                 raise DataError(path, "missing field", row=i, field=name)
-        chosen, rejected = parse_transcript(path, i, r["chosen"], "chosen"), parse_transcript(path, i, r["rejected"], "rejected")
+        chosen = parse_transcript(path, i, r["chosen"], "chosen")
+        rejected = parse_transcript(path, i, r["rejected"], "rejected")
         human = [t for role, t in chosen if role == "Human"]
         context = r["chosen"][:r["chosen"].rfind("\n\nAssistant:")]
         return AlignRecord(axis, human[0], chosen=chosen[-1][1], rejected=rejected[-1][1], source=key,
@@ -83,8 +85,9 @@ def load_lima(source: PathLike = None, *, data_dir: PathLike = None, limit: int 
         instr = field_str(path, i, r, "instruction").strip()
         inp = field_str(path, i, r, "input", allow_empty=True, default="").strip()
         history = r.get("history") or []
-        if not isinstance(history, list) or not all(isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h)
-                                                    for h in history):
+        turn_pairs = isinstance(history, list) and all(
+            isinstance(h, list) and len(h) == 2 and all(isinstance(x, str) for x in h) for h in history)
+        if not turn_pairs:
             raise DataError(path, "expected a list of [user, assistant] string pairs", row=i, field="history")
         return AlignRecord("helpful", f"{instr}\n\n{inp}" if inp else instr, field_str(path, i, r, "output"),
                            source="lima", extra={"row": i, "history": history})
@@ -137,7 +140,8 @@ def load_selfaware(source: PathLike = None, *, data_dir: PathLike = None, limit:
         if not isinstance(ok, bool):
             raise DataError(path, f"expected true/false, got {ok!r}", row=i, field="answerable")
         answers = r.get("answer")
-        if ok and (not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers)):
+        if ok and (not isinstance(answers, list) or not answers
+                   or not all(isinstance(a, str) and a.strip() for a in answers)):
             raise DataError(path, "an answerable question needs a list of answers", row=i, field="answer")
         return AlignRecord("honest", q, answers[0].strip() if ok else None, source="selfaware",
                            extra={"row": i, "answerable": ok, "answers": answers if ok else [],
@@ -175,7 +179,8 @@ def load_halueval(source: PathLike = None, *, data_dir: PathLike = None, limit: 
         right = field_str(path, i, r, "right_answer").strip()
         return AlignRecord("honest", field_str(path, i, r, "question").strip(), right, chosen=right,
                            rejected=field_str(path, i, r, "hallucinated_answer").strip(), source="halueval",
-                           extra={"row": i, "knowledge": field_str(path, i, r, "knowledge", allow_empty=True, default="")})
+                           extra={"row": i,
+                                  "knowledge": field_str(path, i, r, "knowledge", allow_empty=True, default="")})
 
     return convert_head(path, rows, conv, limit, skip_bad)
 

@@ -54,7 +54,8 @@ def _coconot(key: str, name: str, pref: bool, source: PathLike, data_dir: PathLi
         extra = {"row": i, "id": r.get("id", ""), "category": field_str(path, i, r, "category"), "subcategory": sub,
                  "honesty": sub in HONESTY_SUBCATEGORIES}
         if pref:
-            extra.update(harmful=False, chosen_model=r.get("chosen_model", ""), rejected_model=r.get("rejected_model", ""))
+            extra.update(harmful=False, chosen_model=r.get("chosen_model", ""),
+                         rejected_model=r.get("rejected_model", ""))
             return AlignRecord("harmless", prompt, chosen=field_str(path, i, r, "chosen"),
                                rejected=field_str(path, i, r, "rejected"), source=name, extra=extra)
         extra["harmful"] = name == "coconot_eval" and extra["category"] == "Requests with safety concerns"
@@ -270,13 +271,15 @@ def _nested_questions(path: Path, data: Any) -> list[dict]:
     return rows
 
 
-def _red_instruct(key: str, source: PathLike, data_dir: PathLike, limit: int | None, skip_bad: bool) -> list[AlignRecord]:
+def _red_instruct(key: str, source: PathLike, data_dir: PathLike, limit: int | None,
+                  skip_bad: bool) -> list[AlignRecord]:
     path = local_file(source, key, data_dir)
     rows = _nested_questions(path, read_json(path))
 
     def conv(i: int, r: dict) -> AlignRecord:
         return AlignRecord("harmless", _text(path, i, r, "question"), source=key,
-                           extra={"row": i, "harmful": True, "category": r["category"], "subcategory": r["subcategory"]})
+                           extra={"row": i, "harmful": True, "category": r["category"],
+                                  "subcategory": r["subcategory"]})
 
     return convert_head(path, rows, conv, limit, skip_bad)
 

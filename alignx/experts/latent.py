@@ -144,7 +144,8 @@ def heldout_prompts(data_dir=None, per_axis: int = 100, seed: int = 0) -> tuple[
     return prompts, labels
 
 
-def axis_prompt_pools(data_dir=None, seed: int = 0, removed: dict[str, int] | None = None) -> dict[str, list[list[str]]]:
+def axis_prompt_pools(data_dir=None, seed: int = 0,
+                      removed: dict[str, int] | None = None) -> dict[str, list[list[str]]]:
     """Per axis, the training sources of its prompts, each shuffled, none holding an evaluation
     prompt (``alignx.data.decontam``: exact and near duplicates of every ``eval`` file removed).
 

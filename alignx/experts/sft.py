@@ -82,18 +82,18 @@ def nearest_rows(queries: list[str], pool: list[str], n: int) -> list[int]:
 def _take(rows: list[tuple[str, str]], cfg: ExpertConfig, rng: random.Random, source: str | None = None,
           removed: dict[str, int] | None = None, data_dir=None) -> tuple[list, list]:
     """Seeded shuffle, the first ``cfg.heldout_rows`` held out, then ``cfg.rows_per_axis`` for
-    training; with ``source``, evaluation prompts are dropped from both parts *after* the split
-    (counted in ``removed[source]``), so a new evaluation file removes rows but never reshuffles
-    the others: held-out rows stay held out."""
+    training. With ``source``, the source's evaluation prompts are dropped from both parts *after*
+    the split, so a new evaluation file removes rows but never reshuffles the others (held-out rows
+    stay held out); ``removed[source]`` counts them in the whole source, as the cards record."""
     rows = list(rows)
     rng.shuffle(rows)
+    if source is not None:
+        clean = set(_clean(rows, source, removed if removed is not None else {}, data_dir))
+        rows = [r if r in clean else None for r in rows]           # None: an evaluation prompt, dropped below
     heldout, train = rows[:cfg.heldout_rows], rows[cfg.heldout_rows:]
     if cfg.rows_per_axis is not None:
         train = train[:cfg.rows_per_axis]
-    if source is not None:
-        removed = removed if removed is not None else {}
-        train, heldout = _clean(train, source, removed, data_dir), _clean(heldout, source, removed, data_dir)
-    return train, heldout
+    return [r for r in train if r is not None], [r for r in heldout if r is not None]
 
 
 def _tqa_answered(share: float, name: str, seed: int, data_dir=None) -> list:
@@ -167,15 +167,16 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
         train, held = _take(pairs, replace(cfg, heldout_rows=held_n), rng)
         return AxisData(axis, train, held, {"custom": len(train)}, removed)
     removed = {}
-    alpaca_raw = [(r.prompt, r.response) for r in D.load_alpaca(data_dir=data_dir, skip_bad=True)]
+    if axis in ("helpful", "harmless"):
+        alpaca_raw = [(r.prompt, r.response) for r in D.load_alpaca(data_dir=data_dir, skip_bad=True)]
     if axis == "helpful":
         train, held = _take(alpaca_raw, cfg, rng, "alpaca", removed, data_dir)
         return AxisData(axis, train, held, {"alpaca": len(train)}, removed)
-    alpaca = _clean(alpaca_raw, "alpaca", removed, data_dir)       # a pool to sample from: cleaned first
     if axis == "harmless":
+        alpaca = _clean(alpaca_raw, "alpaca", removed, data_dir)   # a pool to sample from: cleaned first
         refusals_raw = [(r.prompt, r.response) for r in D.load_safety_instructions(data_dir=data_dir, skip_bad=True)]
         train, held = _take(refusals_raw, cfg, rng, "safety_refusals", removed, data_dir)
-        refusals = _clean(refusals_raw, "unused", {}, data_dir)
+        refusals = _clean(refusals_raw, "safety_refusals", {}, data_dir)   # the pool (already counted above)
         benign_pool = alpaca[:]
         random.Random(cfg.seed + 1).shuffle(benign_pool)
         n_benign = int(round(len(train) * cfg.benign_mix))
@@ -207,7 +208,6 @@ def axis_data(axis: str, cfg: ExpertConfig, data_dir=None,
     for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]:
         answers = [r.response] + [a for a in r.extra["correct_answers"] if a != r.response][:2]
         pairs.extend((r.prompt, a if a.endswith(".") else a + ".") for a in answers)
-    removed = {}
     train, held = _take(pairs, cfg, rng, "truthfulqa_train_half", removed, data_dir)
     return AxisData(axis, train, held, {"truthfulqa_train_half": len(train)}, removed)
 
