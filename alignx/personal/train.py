@@ -11,6 +11,8 @@ with pi_ref the frozen base (the LoRA disabled) and beta = 0.1 (AlignX-Family). 
 (tests), ``cpu`` (the shipped adapters for SmolLM2-135M) and ``paper`` (the paper's beta = 0.1,
 lr 5e-7, one epoch, for Llama-3.1-8B-Instruct on GPUs). Checkpoints go to ``<out>/.work/<name>``;
 ``resume=True`` continues from the newest; the finished adapter is built aside and swapped in.
+Under ``accelerate launch`` the DPOTrainer runs DDP (or the launch config's DeepSpeed / FSDP) with
+the preset's batch x accumulation as the global batch; only the main process writes.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from alignx import distributed as dist
 from alignx.errors import InvalidInput, unknown
 
 log = logging.getLogger(__name__)
@@ -164,15 +167,22 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
         torch.cuda.is_bf16_supported() if lm.device.type == "cuda"
         else lm.dtype == torch.float32 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     losses = (["sigmoid", "sft"], [1.0, cfg.sft_weight]) if cfg.sft_weight > 0 else (["sigmoid"], None)
+    # The preset's batch (batch_size x grad_accum pairs per update) is the global batch on any number
+    # of processes: per-device x processes x accumulation (alignx.distributed.batch_plan).
+    per_device, accum = dist.batch_plan(cfg.batch_size * cfg.grad_accum, cfg.batch_size)
+    if not resume and work.exists() and dist.is_main():
+        shutil.rmtree(work)
+    dist.barrier()
     args = DPOConfig(
-        output_dir=str(work), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        output_dir=str(work), per_device_train_batch_size=per_device, gradient_accumulation_steps=accum,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, beta=cfg.beta,
         max_length=cfg.max_length, truncation_mode="keep_end", loss_type=losses[0], loss_weights=losses[1],
         warmup_steps=cfg.warmup_ratio,   # a float < 1 is a share of the updates
         lr_scheduler_type="linear", logging_steps=1, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=2, report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         use_cpu=lm.device.type == "cpu", bf16=bf16, disable_tqdm=not progress, dataloader_num_workers=0,
-        remove_unused_columns=False, gradient_checkpointing=cfg.gradient_checkpointing)
+        remove_unused_columns=False, gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None)
     n_layers = int(lm.model.config.num_hidden_layers)
     first = n_layers - max(1, round(n_layers * cfg.layers_fraction))
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, task_type="CAUSAL_LM",
@@ -197,12 +207,17 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
         "resumed": bool(checkpoint), "wall_time_s": round(time.time() - t0, 1), "command": command,
         "torch_threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "bf16": bool(bf16), "losses": [(int(h["step"]), float(h["loss"])) for h in history if "step" in h],
+        "processes": dict(dist.describe(), per_device_batch=per_device, grad_accum=accum,
+                          global_batch=per_device * dist.world_size() * accum),
     }
-    model = trainer.model
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    state = dist.trained_state_dict(trainer)    # every process: gathers ZeRO-3 / FSDP shards
     final = out_dir / name
-    with replace_dir(final) as tmp:
-        model.save_pretrained(tmp)          # the trainer's adapter is "default": files directly in tmp
-        write_json(tmp / "card.json", card)
-    shutil.rmtree(work, ignore_errors=True)
+    if dist.is_main():                      # one writer; the others wait for the folder
+        with replace_dir(final) as tmp:
+            model.save_pretrained(tmp, state_dict=state)   # adapter "default": files directly in tmp
+            write_json(tmp / "card.json", card)
+        shutil.rmtree(work, ignore_errors=True)
+    dist.barrier()
     model.unload()                          # give the base back without LoRA layers
     return final
