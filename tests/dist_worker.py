@@ -4,7 +4,9 @@ entry (``alignx.cli.main``) or the eval runner, on the tiny random model:
 
     python tests/dist_worker.py OUT STUDIO_DIR DATA_DIR [JOB ...]     JOB: experts | mac | dpo | eval
 
-Outputs go to OUT/<job>; the main process writes OUT/times.json (seconds per job).
+Outputs go to OUT/<job>; the main process writes OUT/times.json (seconds per job). STUDIO_DIR (the
+tiny experts and router the eval job loads) is built there when missing. ``compare(one, two)`` is
+what the test and ``bench/distributed.py`` check.
 """
 from __future__ import annotations
 
@@ -48,11 +50,43 @@ def run_eval(out: Path, studio_dir: Path, data: str) -> None:
               ref_cache=ScoreCache(out.parent / "eval-ref.json", "ref"))
 
 
+def compare(one: Path, two: Path) -> dict:
+    """Max abs differences of the trained weights, and whether the evaluation files are identical
+    (report.json without its timings, creation time and process count)."""
+    from safetensors.torch import load_file
+
+    def diff(rel: str) -> float:
+        x, y = load_file(one / rel), load_file(two / rel)
+        if x.keys() != y.keys():
+            raise AssertionError(f"{rel}: different tensors")
+        return max(float((x[k] - y[k]).abs().max()) for k in x)
+
+    def report(path: Path) -> dict:
+        r = json.loads(path.read_text())
+        for k in ("wall_time_s", "timings_s", "created", "processes"):
+            r["run"].pop(k, None)
+        return r
+
+    files = ("generations.jsonl", "samples.jsonl", "model_outputs.json", "scores.json")
+    return {"experts_adapter_max_abs_diff": diff("experts/helpful/adapter_model.safetensors"),
+            "dpo_adapter_max_abs_diff": diff("dpo/pba/adapter_model.safetensors"),
+            "mac_circuit_max_abs_diff": diff("mac/full/circuit.safetensors"),
+            "eval_files_identical": {f: (one / "eval" / f).read_text() == (two / "eval" / f).read_text() for f in files},
+            "eval_report_equal": report(one / "eval" / "report.json") == report(two / "eval" / "report.json")}
+
+
 def main() -> None:
     from alignx import distributed as dist
 
     out, studio_dir, data = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     jobs = sys.argv[4:] or list(JOBS)
+    if "eval" in jobs and not studio_dir.is_dir():
+        if dist.is_main():                                 # tiny random experts + a synthetic router
+            sys.path.insert(0, str(REPO / "tests"))
+            from tiny_studio import build
+
+            build(studio_dir)
+        dist.barrier()
     tiny = ["--data-dir", data]
     times = {}
     for job in jobs:

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     the processes (``alignx.eval.runner``) and rank 0 judges and writes the report."""
     from alignx import distributed as dist
     from alignx.data import resolve_data_dir
-    from alignx.eval.options import calibration_from_args, judges_from_args, policy_for, run_info, reference_cache
+    from alignx.eval.options import (calibration_from_args, judges_from_args, policy_for, reference_cache,
+                                     resolve_batch_size, run_info)
     from alignx.eval.report import summary
     from alignx.eval.runner import GENERATIONS, SCORES, run_suite
     from alignx.eval.suites import get_suite
@@ -49,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device)
     policy = policy_for(studio, args.mode, calibration)
     ref_policy = policy_for(studio, "base") if args.mode != "base" else None
-    report = run_suite(suite, policy, judges, out, ref_policy=ref_policy, sampling=sampling,
-                       batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed, data_dir=data_dir,
+    batch_size, tasks = resolve_batch_size(args.batch_size, studio, suite, sampling.max_new_tokens, [args.mode],
+                                           data_dir)
+    report = run_suite(suite, policy, judges, out, ref_policy=ref_policy, sampling=sampling, tasks=tasks,
+                       batch_size=batch_size, n_boot=args.bootstrap, seed=args.seed, data_dir=data_dir,
                        run_info=run_info(studio, args.mode, calibration, policy), progress=not args.no_progress,
                        ref_cache=reference_cache(studio, args.ref_cache) if ref_policy is not None else None)
     if report is None:                                    # a launcher's other processes: rank 0 reports

@@ -212,6 +212,11 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
         if not kept:
             raise InvalidInput(f"Train_MAC: every {o} row's prompt fills max_length = {tcfg.max_length} tokens")
         rows[o] = rng.sample(kept, min(len(kept), tcfg.rows_per_objective or len(kept)))
+    world = dist.world_size()
+    small = [o for o in objectives if min(tcfg.batch_size, len(rows[o])) < world]
+    if small:
+        raise InvalidInput(f"Train_MAC: {small} have fewer rows per step than the {world} processes "
+                           f"(batch_size {tcfg.batch_size}): every process needs a share of each batch")
     circuit = nx.circuit
     frozen = {"W_q", "W_k", "e"} if variant == "frozen" else set()
     params = [p for n, p in circuit.named_parameters() if n not in frozen]
@@ -233,11 +238,6 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
     for p in trainable:
         p.requires_grad_(False)                 # the base (and any experts) stay frozen
     device = next(nx.model.parameters()).device
-    world = dist.world_size()
-    small = [o for o in objectives if min(tcfg.batch_size, len(rows[o])) < world]
-    if small:
-        raise InvalidInput(f"Train_MAC: {small} have fewer rows per step than the {world} processes "
-                           f"(batch_size {tcfg.batch_size}): every process needs a share of each batch")
     acc = _accelerator(device)
     step_loss, opt = acc.prepare(StepLoss(nx, cfg, variant, leave_out, tcfg.bf16), opt)
     t0 = time.time()
