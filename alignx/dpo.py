@@ -10,7 +10,9 @@ the optional NLL term of the chosen answer (``sft_weight``; TRL's ``loss_type=["
 the RPO objective of Pang et al. 2024). Checkpoints go to ``work`` every ``save_steps`` updates;
 ``resume=True`` continues from the newest complete one (``alignx.checkpoints.last_checkpoint``),
 a fresh run clears them; ``save_adapter`` builds the finished adapter aside and swaps it in, so a
-killed run never leaves a complete-looking adapter.
+killed run never leaves a complete-looking adapter. Under ``accelerate launch`` the DPOTrainer
+runs DDP (or the launch config's DeepSpeed / FSDP) with the preset's batch x accumulation as the
+global batch (``alignx.distributed.batch_plan``); only the main process writes.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from alignx import distributed as dist
 from alignx.errors import InvalidInput
 
 HELP = {
@@ -115,7 +118,7 @@ def _callbacks(on_log: LossLog | None, should_stop: Callable[[], bool] | None):
 
 def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, model=None, resume: bool = False,
             on_log: LossLog | None = None, should_stop: Callable[[], bool] | None = None, progress: bool = True):
-    """Train on TRL preference ``rows``; returns ``(trainer, train_result, resumed, bf16)``.
+    """Train on TRL preference ``rows``; returns ``(trainer, train_result, resumed, bf16, processes)``.
 
     ``model``: a ``PeftModel`` whose active adapter is already trainable (SFT then DPO: the SFT
     expert goes on learning; pi_ref is still the base, the adapter disabled); default: a fresh LoRA
@@ -129,19 +132,24 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
 
     if len(rows) < 2:
         raise InvalidInput(f"{name}: need at least 2 training pairs, got {len(rows)}")
-    if not resume and Path(work).exists():      # a fresh run: another run's checkpoints must not be resumed later
+    # The preset's batch (batch_size x grad_accum pairs per update) is the global batch on any number
+    # of processes: per-device x processes x accumulation.
+    per_device, accum = dist.batch_plan(cfg.batch_size * cfg.grad_accum, cfg.batch_size)
+    if not resume and Path(work).exists() and dist.is_main():   # a fresh run: old checkpoints must not be resumed
         shutil.rmtree(work)
+    dist.barrier()
     bf16 = bf16_for(lm, cfg)
     losses = (["sigmoid", "sft"], [1.0, cfg.sft_weight]) if cfg.sft_weight > 0 else (["sigmoid"], None)
     args = DPOConfig(
-        output_dir=str(work), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        output_dir=str(work), per_device_train_batch_size=per_device, gradient_accumulation_steps=accum,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, beta=cfg.beta,
         max_length=cfg.max_length, truncation_mode="keep_end", loss_type=losses[0], loss_weights=losses[1],
         warmup_steps=cfg.warmup_ratio,   # a float < 1 is a share of the updates
         lr_scheduler_type="linear", logging_steps=1, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=2, report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         use_cpu=lm.device.type == "cpu", bf16=bf16, disable_tqdm=not progress, dataloader_num_workers=0,
-        remove_unused_columns=False, gradient_checkpointing=cfg.gradient_checkpointing)
+        remove_unused_columns=False, gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None)
     lora = None
     if model is None:
         n_layers = int(lm.model.config.num_hidden_layers)
@@ -155,7 +163,9 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if should_stop and should_stop():
         raise TrainingCancelled(f"{name}: cancelled at step {trainer.state.global_step}; checkpoint in {work}")
-    return trainer, result, bool(checkpoint), bf16
+    processes = dict(dist.describe(), per_device_batch=per_device, grad_accum=accum,
+                     global_batch=per_device * dist.world_size() * accum)
+    return trainer, result, bool(checkpoint), bf16, processes
 
 
 def loss_history(trainer) -> list[dict]:
@@ -171,14 +181,17 @@ def mean_loss(trainer, result) -> float:
 
 
 def save_adapter(trainer, final: Path, card: dict, work: Path) -> Path:
-    """Write the trained adapter and its card to ``final`` atomically, drop the checkpoints, and give
-    the base back without LoRA layers."""
+    """Write the trained adapter and its card to ``final`` atomically (the main process; the others
+    wait), drop the checkpoints, and give the base back without LoRA layers."""
     from alignx.atomic import replace_dir, write_json
 
-    model = trainer.model
-    with replace_dir(final) as tmp:
-        model.save_pretrained(tmp)          # the trainer's adapter is "default": files directly in tmp
-        write_json(tmp / "card.json", card)
-    shutil.rmtree(work, ignore_errors=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    state = dist.trained_state_dict(trainer)    # every process: gathers ZeRO-3 / FSDP shards
+    if dist.is_main():                          # one writer; the others wait for the folder
+        with replace_dir(final) as tmp:
+            model.save_pretrained(tmp, state_dict=state)   # the trainer's adapter is "default": files directly in tmp
+            write_json(tmp / "card.json", card)
+        shutil.rmtree(work, ignore_errors=True)
+    dist.barrier()
     model.unload()
     return final

@@ -59,12 +59,18 @@ def cache_dir() -> Path:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None and str(device) != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto``: the GPU when there is one (``cuda:LOCAL_RANK`` under a launcher such as
+    ``accelerate launch``, so each process takes its own), else the CPU; ``cuda`` under a launcher
+    is that process's GPU too (``alignx.distributed.launch_device``); anything else as given."""
+    from alignx.distributed import launch_device
+
+    if isinstance(device, torch.device):
+        return device
+    return launch_device(None if device is None else str(device))
 
 
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """``auto``: bfloat16 on a GPU (float16 where it lacks bf16), float32 on the CPU."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in (None, "auto"):
@@ -73,7 +79,9 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
                     "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
         except KeyError:
             raise InvalidInput(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cuda":      # bf16 on GPUs that have it (Ampere and later), else fp16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
 
 
 def gguf_wheel_folder() -> Path | None:
@@ -95,21 +103,41 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+def quantization_4bit(device: torch.device):
+    """The QLoRA load: NF4 weights with double quantization, bf16 compute, bf16 storage (so FSDP can
+    shard them), via bitsandbytes. Clear errors where it cannot work: no CUDA device, no bitsandbytes."""
+    if device.type != "cuda":
+        raise InvalidInput(f"--load-in-4bit needs a CUDA GPU (bitsandbytes 4-bit kernels); this process runs on "
+                           f"{device}. Drop --load-in-4bit on a CPU.")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise InvalidInput("--load-in-4bit needs the bitsandbytes package: `pip install bitsandbytes` "
+                           "(it is not in requirements.txt: the CPU path does not use it)")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+
+
 def _finish(model, tokenizer, spec, name, source, device, dtype) -> LoadedModel:
-    model.to(device=device, dtype=dtype)
+    if not getattr(model, "is_quantized", False):        # a 4-bit model is placed by from_pretrained
+        model.to(device=device, dtype=dtype)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, spec, name, source, device, dtype)
 
 
-def _from_folder(folder: Path | str, trust_remote_code: bool = False):
-    """Load a transformers checkpoint; safetensors only (no pickle)."""
+def _from_folder(folder: Path | str, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32,
+                 quantization=None, device: torch.device | None = None):
+    """Load a transformers checkpoint in ``dtype`` (a 7B model never passes through fp32);
+    safetensors only (no pickle). ``quantization``: a ``BitsAndBytesConfig``, loaded onto ``device``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=torch.float32,
-                                                 trust_remote_code=trust_remote_code)
+    extra = {} if quantization is None else {"quantization_config": quantization,
+                                             "device_map": {"": device.index or 0}}
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=dtype,
+                                                 trust_remote_code=trust_remote_code, **extra)
     return model, tok
 
 
@@ -138,7 +166,7 @@ def _convert_gguf(folder: Path, target: Path) -> None:
         (tmp / "ALIGNX_SOURCE").write_text(f"gguf-wheel:{GGUF_FILE}\n")
 
 
-def _load_default(trust_remote_code: bool):
+def _load_default(trust_remote_code: bool, **load):
     folder = _default_cache_folder()
     if not (folder / "config.json").exists():
         wheel = gguf_wheel_folder()
@@ -146,10 +174,10 @@ def _load_default(trust_remote_code: bool):
             _convert_gguf(wheel, folder)
     if (folder / "config.json").exists():
         source = (folder / "ALIGNX_SOURCE").read_text().split(":")[0] if (folder / "ALIGNX_SOURCE").exists() else "cache"
-        model, tok = _from_folder(folder)
+        model, tok = _from_folder(folder, **load)
         return model, tok, source
     try:
-        model, tok = _from_folder(DEFAULT_HUB_ID, trust_remote_code=trust_remote_code)
+        model, tok = _from_folder(DEFAULT_HUB_ID, trust_remote_code=trust_remote_code, **load)
         return model, tok, "hub"
     except Exception as exc:  # noqa: BLE001 - turned into one actionable message
         raise ModelNotFoundError(
@@ -160,30 +188,38 @@ def _load_default(trust_remote_code: bool):
 
 
 def load_model(spec: str = DEFAULT_MODEL, device: str | torch.device | None = None,
-               dtype: str | torch.dtype | None = None, trust_remote_code: bool = False) -> LoadedModel:
-    """Resolve ``spec`` (default name, ``tiny-random``, local folder or hub id) to a loaded model."""
+               dtype: str | torch.dtype | None = None, trust_remote_code: bool = False,
+               load_in_4bit: bool = False) -> LoadedModel:
+    """Resolve ``spec`` (default name, ``tiny-random``, local folder or hub id) to a loaded model.
+    ``device`` / ``dtype`` "auto" (None): a GPU in bf16 when there is one, else the CPU in fp32
+    (``pick_device``, ``pick_dtype``). ``load_in_4bit``: the base in NF4 (``quantization_4bit``;
+    CUDA + bitsandbytes only) for QLoRA training."""
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
+    quant = quantization_4bit(dev) if load_in_4bit else None
+    load = {"dtype": dt, "quantization": quant, "device": dev}
     if spec == TINY:
+        if quant is not None:
+            raise InvalidInput("--load-in-4bit needs a checkpoint (a local folder or hub id), not tiny-random")
         from alignx.tiny import tiny_model
 
         model, tok = tiny_model()
         return _finish(model, tok, spec, TINY, "tiny-random", dev, dt)
     if spec in ALIASES and ALIASES[spec] == DEFAULT_HUB_ID:
-        model, tok, source = _load_default(trust_remote_code)
+        model, tok, source = _load_default(trust_remote_code, **load)
         return _finish(model, tok, spec, DEFAULT_HUB_ID, source, dev, dt)
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"{path} exists but holds no config.json: not a transformers model folder")
-        model, tok = _from_folder(path, trust_remote_code=trust_remote_code)
+        model, tok = _from_folder(path, trust_remote_code=trust_remote_code, **load)
         return _finish(model, tok, spec, str(path.resolve()), "local", dev, dt)
     if spec.count("/") != 1 or spec.startswith(("/", ".")):
         raise ModelNotFoundError(
             f"{spec!r} is neither a local model folder nor a hub id (owner/name), nor one of "
             f"{DEFAULT_MODEL!r}, {TINY!r}")
     try:
-        model, tok = _from_folder(spec, trust_remote_code=trust_remote_code)
+        model, tok = _from_folder(spec, trust_remote_code=trust_remote_code, **load)
     except Exception as exc:  # noqa: BLE001
         hint = " The hub is offline (HF_HUB_OFFLINE=1)." if _hub_offline() else ""
         raise ModelNotFoundError(

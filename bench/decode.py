@@ -116,8 +116,9 @@ def main() -> None:
     p.add_argument("--experts-dir", default=str(DEFAULT_EXPERTS_DIR))
     p.add_argument("--tokens", type=int, default=24)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda")
     a = p.parse_args()
-    studio = Studio.load(a.model, a.experts_dir)
+    studio = Studio.load(a.model, a.experts_dir, device=a.device)
     if studio.mocae is None:
         sys.exit(f"no trained router in {a.experts_dir}: run `python -m alignx train-router` first")
     w = studio.mocae.weights(PROMPTS[0])

@@ -56,8 +56,9 @@ def main() -> None:
     p.add_argument("--circuits", default=str(ASSETS), help="folder of trained circuits (one sub-folder each)")
     p.add_argument("--tokens", type=int, default=24)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one) | cpu | cuda")
     a = p.parse_args()
-    studio = Studio.load(a.model, a.experts_dir)
+    studio = Studio.load(a.model, a.experts_dir, device=a.device)
     m, tok = studio.model, studio.tokenizer
     objectives = [o.name for o in studio.objectives]
     circuits = {}

@@ -48,7 +48,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+    from alignx import distributed as dist
+
+    quiet = not dist.is_main()          # under a launcher: logs, warnings and progress bars from rank 0 only
+    if quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+    logging.basicConfig(level=logging.ERROR if quiet else logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

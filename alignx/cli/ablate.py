@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alignx.data import resolve_data_dir
-    from alignx.eval.options import judges_from_args, reference_cache
+    from alignx.eval.options import judges_from_args, reference_cache, resolve_batch_size
     from alignx.eval.suites import get_suite
     from alignx.experts.io import DEFAULT_EXPERTS_DIR
     from alignx.generation import Sampling
@@ -38,10 +38,11 @@ def run(args: argparse.Namespace) -> int:
         studio.extras["negotiax_dir"] = args.negotiax_dir
     modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None
     sampling = Sampling(args.max_new_tokens or suite.max_new_tokens, 0.0, 1.0, args.seed)
+    batch_size, _ = resolve_batch_size(args.batch_size, studio, suite, sampling.max_new_tokens, ["negotiax"], data_dir)
     result = run_ablation(studio, suite, judges, Path(args.out), modes,
                           on_row=lambda r: print(f"  {r['variant']}: average alignment score "
                                                  f"{r['metrics']['average_alignment_score']['value']}", file=sys.stderr),
-                          sampling=sampling, batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed,
+                          sampling=sampling, batch_size=batch_size, n_boot=args.bootstrap, seed=args.seed,
                           data_dir=data_dir, progress=not args.no_progress, ref_cache=reference_cache(studio, args.ref_cache))
     print(result["table"])
     print(f"wrote {Path(args.out) / 'ablation.json'}, ablation.md", file=sys.stderr)

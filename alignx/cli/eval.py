@@ -1,4 +1,5 @@
-"""``eval``: run an evaluation suite on one mode; writes report.json, model_outputs.json, samples.jsonl."""
+"""``eval``: run an evaluation suite on one mode; writes report.json, model_outputs.json, samples.jsonl.
+``accelerate launch [--multi_gpu] --num_processes N -m alignx eval ...`` shares the work between N processes."""
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """One suite on one mode; under ``accelerate launch`` generation and scoring are shared between
+    the processes (``alignx.eval.runner``) and rank 0 judges and writes the report."""
+    from alignx import distributed as dist
     from alignx.data import resolve_data_dir
-    from alignx.eval.options import calibration_from_args, judges_from_args, policy_for, run_info, reference_cache
+    from alignx.eval.options import (calibration_from_args, judges_from_args, policy_for, reference_cache,
+                                     resolve_batch_size, run_info)
     from alignx.eval.report import summary
     from alignx.eval.runner import GENERATIONS, SCORES, run_suite
     from alignx.eval.suites import get_suite
@@ -38,16 +43,21 @@ def run(args: argparse.Namespace) -> int:
     judges = judges_from_args(args, data_dir)
     sampling = Sampling(args.max_new_tokens or suite.max_new_tokens, 0.0, 1.0, args.seed)
     out = Path(args.out)
-    for name in (GENERATIONS, SCORES) if args.overwrite else ():
+    for name in (GENERATIONS, SCORES) if args.overwrite and dist.is_main() else ():
         if (out / name).exists():
             shutil.move(str(out / name), str(out / (name + ".old")))
+    dist.barrier()
     studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device)
     policy = policy_for(studio, args.mode, calibration)
     ref_policy = policy_for(studio, "base") if args.mode != "base" else None
-    report = run_suite(suite, policy, judges, out, ref_policy=ref_policy, sampling=sampling,
-                       batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed, data_dir=data_dir,
+    batch_size, tasks = resolve_batch_size(args.batch_size, studio, suite, sampling.max_new_tokens, [args.mode],
+                                           data_dir)
+    report = run_suite(suite, policy, judges, out, ref_policy=ref_policy, sampling=sampling, tasks=tasks,
+                       batch_size=batch_size, n_boot=args.bootstrap, seed=args.seed, data_dir=data_dir,
                        run_info=run_info(studio, args.mode, calibration, policy), progress=not args.no_progress,
                        ref_cache=reference_cache(studio, args.ref_cache) if ref_policy is not None else None)
+    if report is None:                                    # a launcher's other processes: rank 0 reports
+        return 0
     print(summary(report))
     print(f"wrote {out / 'report.json'}, {out / 'model_outputs.json'}, {out / 'samples.jsonl'} "
           f"({report['run']['wall_time_s']} s)", file=sys.stderr)

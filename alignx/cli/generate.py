@@ -21,7 +21,10 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
+    from alignx.memory import parse_batch_size
+
+    p.add_argument("--batch-size", type=parse_batch_size, default="auto",
+                   help="prompts per batch: auto (default) = 8 on a CPU, sized to the GPU's free memory on a GPU")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -60,8 +63,16 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         sys.stdout.write("\n")
         return 0
+    batch_size = args.batch_size
+    if batch_size == "auto":
+        from alignx.generation import chat_prompt_ids
+        from alignx.memory import auto_batch_size
+
+        fused = args.mode != "base" and not args.mode.startswith("expert:")
+        longest = max(len(chat_prompt_ids(studio.tokenizer, p)) for p in prompts) + sampling.max_new_tokens
+        batch_size = auto_batch_size(studio.model, longest, 1 + len(studio.experts or {}) if fused else 1)
     bar = tqdm(total=len(prompts), desc=f"generate [{args.mode}]", unit="prompt")
-    outputs = policy.generate(prompts, sampling, batch_size=args.batch_size, on_done=lambda i, t: bar.update(1))
+    outputs = policy.generate(prompts, sampling, batch_size=batch_size, on_done=lambda i, t: bar.update(1))
     bar.close()
     rows = [{"prompt": p, "output": o, "mode": args.mode} for p, o in zip(prompts, outputs)]
     write_jsonl_atomic(Path(args.out), rows)

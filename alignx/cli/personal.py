@@ -26,7 +26,13 @@ def register(sub) -> None:
     t.add_argument("--learning-rate", type=float, default=None, help="override the preset's learning rate")
     t.add_argument("--epochs", type=float, default=None, help="override the preset's epochs")
     t.add_argument("--sft-weight", type=float, default=None, help="override the preset's SFT term weight")
+    t.add_argument("--batch-size", type=int, default=None, help="override the preset's pairs per forward and device")
+    t.add_argument("--grad-accum", type=int, default=None,
+                   help="override the preset's accumulation; global batch = batch-size x grad-accum on any "
+                        "number of processes")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/.work")
+    t.add_argument("--load-in-4bit", action="store_true",
+                   help="QLoRA: the base in 4-bit NF4 (needs CUDA and bitsandbytes)")
 
     e = ps.add_parser("eval", help="Alignment Accuracy per persona on the P-Soups evaluation halves")
     e.add_argument("--out", required=True, help="folder for report.json and report.md")
@@ -53,7 +59,7 @@ def register(sub) -> None:
 def _lm(args):
     from alignx.models import load_model
 
-    return load_model(args.model, device=args.device)
+    return load_model(args.model, device=args.device, load_in_4bit=getattr(args, "load_in_4bit", False))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +77,7 @@ def _train(args, splits, command) -> int:
     from alignx.personal.train import preset, train_personal
 
     cfg = preset(args.preset, max_steps=args.max_steps, learning_rate=args.learning_rate, epochs=args.epochs,
-                 sft_weight=args.sft_weight, seed=args.seed)
+                 sft_weight=args.sft_weight, seed=args.seed, batch_size=args.batch_size, grad_accum=args.grad_accum)
     from alignx.personal.evaluate import balanced
 
     from alignx.errors import InvalidInput
@@ -90,9 +96,13 @@ def _train(args, splits, command) -> int:
                           on_log=lambda step, loss, acc: (bar.update(step - bar.n),
                                                           bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")))
     bar.close()
-    card = json.loads((path / "card.json").read_text())
-    print(json.dumps({k: card[k] for k in ("method", "steps", "train_loss", "final", "wall_time_s")}, indent=1))
-    print(f"wrote {path}", file=sys.stderr)
+    from alignx import distributed as dist
+
+    if dist.is_main():                                   # under a launcher: one report, from rank 0
+        card = json.loads((path / "card.json").read_text())
+        print(json.dumps({k: card[k] for k in ("method", "steps", "train_loss", "final", "wall_time_s", "processes")},
+                         indent=1))
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

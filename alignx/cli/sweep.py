@@ -34,7 +34,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from alignx import methods
     from alignx.data import resolve_data_dir
-    from alignx.eval.options import judges_from_args, reference_cache
+    from alignx.eval.options import judges_from_args, reference_cache, resolve_batch_size
     from alignx.eval.suites import get_suite
     from alignx.eval.sweep import candidates_from_studio, grid, parse_floats, parse_preference_list, run_sweep
     from alignx.experts.io import DEFAULT_EXPERTS_DIR
@@ -56,10 +56,12 @@ def run(args: argparse.Namespace) -> int:
     candidates = candidates_from_studio(studio, settings, args.mode, anchors=not args.no_anchors)
     print(f"sweep: {len(candidates)} points x suite {suite.name}", file=sys.stderr)
     sampling = Sampling(args.max_new_tokens or suite.max_new_tokens, 0.0, 1.0, args.seed)
+    batch_size, _ = resolve_batch_size(args.batch_size, studio, suite, sampling.max_new_tokens,
+                                       [c.label for c in candidates], data_dir)
     result = run_sweep(candidates, suite, judges, Path(args.out), ref_policy=methods.policy(studio, "base"),
                        on_point=lambda p: print(f"  {p['label']}: helpful {p['helpful']}, harmless {p['harmless']}, "
                                                 f"honest {p['honest']}", file=sys.stderr),
-                       sampling=sampling, batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed,
+                       sampling=sampling, batch_size=batch_size, n_boot=args.bootstrap, seed=args.seed,
                        data_dir=data_dir, progress=not args.no_progress,
                        ref_cache=reference_cache(studio, args.ref_cache))
     print("Pareto front: " + ", ".join(result["pareto_front"]))

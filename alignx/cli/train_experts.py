@@ -17,6 +17,13 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder, e.g. runs/NAME (one sub-folder per expert)")
     p.add_argument("--preset", default="cpu", help="tiny | cpu | paper")
     p.add_argument("--max-steps", type=int, default=None, help="override the preset's optimizer steps")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="override the preset's global batch (= per-device batch x processes x accumulation)")
+    p.add_argument("--per-device-batch", type=int, default=None, help="override the preset's rows per forward")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute activations in backward (on in the paper preset)")
+    p.add_argument("--load-in-4bit", action="store_true",
+                   help="QLoRA: load the base in 4-bit NF4 (needs CUDA and bitsandbytes)")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--rows-per-axis", type=int, default=None)
     p.add_argument("--benign-mix", type=float, default=None, help="harmless: benign rows per refusal row")
@@ -80,28 +87,34 @@ def run(args: argparse.Namespace) -> int:
     unknown = [a for a in axes if a not in AXES]
     if unknown:
         raise InvalidInput(f"unknown axis {unknown}; choose from {list(AXES)}")
+    from alignx import distributed as dist
+
     cfg = preset(args.preset, max_steps=args.max_steps, learning_rate=args.learning_rate,
+                 batch_size=args.batch_size, per_device_batch=args.per_device_batch,
+                 gradient_checkpointing=args.gradient_checkpointing,
                  rows_per_axis=args.rows_per_axis, benign_mix=args.benign_mix,
                  benign_nearest=args.benign_nearest, benign_truthfulqa=args.benign_truthfulqa,
                  benign_contrast=args.benign_contrast, template_refusals=args.template_refusals)
+    cfg.plan()                                           # a global batch the processes cannot share: fail now
     command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    say = (lambda msg: print(msg, file=sys.stderr)) if dist.is_main() else (lambda msg: None)
     if not args.latent_only:
         from alignx.experts.train import train_expert
 
         for axis in axes:
             if args.resume and finished(Path(args.out), axis):
-                print(f"== the {axis} expert is finished in {args.out}/{axis}: kept (--resume)", file=sys.stderr)
+                say(f"== the {axis} expert is finished in {args.out}/{axis}: kept (--resume)")
                 continue
-            print(f"== training the {axis} expert ({args.method}, {args.preset} preset) -> {args.out}/{axis}",
-                  file=sys.stderr)
-            lm = load_model(args.base, device=args.device)
+            say(f"== training the {axis} expert ({args.method}, {args.preset} preset, {dist.world_size()} "
+                f"process(es)) -> {args.out}/{axis}")
+            lm = load_model(args.base, device=args.device, load_in_4bit=args.load_in_4bit)
             if args.method == "sft":
                 path = train_expert(lm, axis, args.out, cfg, data_dir=args.data_dir, resume=args.resume,
                                     command=command)
             else:
                 path = _train_dpo(args, lm, axis, cfg, command)
-            print(f"saved {path}", file=sys.stderr)
-    if not args.no_latent:
+            say(f"saved {path}")
+    if not args.no_latent and dist.is_main():           # one process fits and writes the latent space
         from alignx.experts.latent_fit import fit_latent_space
 
         lm = load_model(args.base, device=args.device)
@@ -136,7 +149,7 @@ def _train_dpo(args: argparse.Namespace, lm, axis: str, cfg, command: str) -> Pa
         init = sft_dir / axis
         if not (args.resume and (init / "card.json").exists()):
             train_expert(lm, axis, sft_dir, cfg, data_dir=args.data_dir, resume=args.resume, command=command)
-        lm = load_model(args.base, device=args.device)
+        lm = load_model(args.base, device=args.device, load_in_4bit=args.load_in_4bit)
     return train_dpo_expert(lm, axis, pairs, args.out, dcfg, recipe=args.method, init_adapter=init,
                             sources=sources, removed=removed, resume=args.resume, command=command)
 

@@ -31,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--depth", type=int, default=None, help=HELP["depth"])
     p.add_argument("--pathway-rank", type=int, default=None, help=HELP["pathway_rank"])
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward passes (about 2x on a CPU)")
+    p.add_argument("--load-in-4bit", action="store_true",
+                   help="the frozen base in 4-bit NF4 (needs CUDA and bitsandbytes); the circuit trains in fp32")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/.work/NAME")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -41,6 +43,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from alignx import distributed as dist
     from alignx.models import load_model
     from alignx.negotiax.config import preset
     from alignx.negotiax.core import NegotiaX, register_points
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                         bf16=args.bf16 or None)
     name = args.name or ("full" if args.variant == "full" and not args.leave_out
                          else f"loo-{'-'.join(args.leave_out)}" if args.leave_out else args.variant)
-    lm = load_model(args.model, device=args.device)
+    lm = load_model(args.model, device=args.device, load_in_4bit=args.load_in_4bit)
     register_points()
     nx = NegotiaX.fresh(lm.model, lm.tokenizer, objectives, cfg)
     provenance: dict = {}
@@ -64,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
                      on_step=lambda s, loss: (bar.update(s - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
                      base_model=lm.name, provenance=provenance)
     bar.close()
-    card = json.loads((path / "card.json").read_text())
-    print(json.dumps({k: card.get(k) for k in ("variant", "leave_out", "steps", "parameters", "wall_time_s")}))
-    print(f"wrote {path}", file=sys.stderr)
+    if dist.is_main():                                   # under a launcher: one report, from rank 0
+        card = json.loads((path / "card.json").read_text())
+        print(json.dumps({k: card.get(k) for k in ("variant", "leave_out", "steps", "parameters", "wall_time_s",
+                                                   "processes")}))
+        print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -15,7 +15,11 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="decoding and bootstrap seed")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the suite's")
-    p.add_argument("--batch-size", type=int, default=8)
+    from alignx.memory import parse_batch_size
+
+    p.add_argument("--batch-size", type=parse_batch_size, default="auto",
+                   help="prompts per batch: auto (default) = 8 on a CPU, sized to the free memory on a GPU "
+                        "(alignx.memory), or an integer")
     p.add_argument("--no-progress", action="store_true")
     add_judge_args(p)
     add_ref_cache_arg(p)
@@ -144,3 +148,30 @@ def reference_cache(studio, directory: str | None = None):
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(directory).expanduser() if directory else cache_dir() / "scores"
     return ScoreCache(folder / f"ref-{key}.json", key)
+
+
+def resolve_batch_size(value, studio, suite, max_new_tokens: int, modes=("base",), data_dir=None, tasks=None):
+    """(batch size, tasks) for ``--batch-size``: an integer as given; ``auto`` = 8 on a CPU, and on a GPU
+    ``alignx.memory.auto_batch_size`` for the longest row the suite holds (chat-templated prompt +
+    ``max_new_tokens``, or prompt + continuation when scoring) and, for modes that decode one row per
+    expert (fusion), 1 + the number of experts rows per prompt. ``tasks`` (built here when needed) is
+    returned to be passed on to ``run_suite``."""
+    from alignx.memory import DEFAULT_BATCH, auto_batch_size
+
+    if value != "auto":
+        return int(value), tasks
+    if studio.lm.device.type != "cuda":
+        return DEFAULT_BATCH, tasks
+    from alignx.eval.suites import build_tasks
+    from alignx.generation import chat_prompt_ids
+
+    tasks = tasks or build_tasks(suite, data_dir)
+    tok = studio.tokenizer
+    longest = max([len(chat_prompt_ids(tok, it["prompt"])) + max_new_tokens for it in tasks.generation_items()]
+                  + [len(chat_prompt_ids(tok, p["prompt"])) + len(tok(p[k], add_special_tokens=False)["input_ids"]) + 1
+                     for pairs in tasks.pairs.values() for p in pairs for k in ("chosen", "rejected")]
+                  + [len(chat_prompt_ids(tok, m["question"])) + max(len(tok(a, add_special_tokens=False)["input_ids"])
+                                                                   for a in m["mc2_targets"]) + 1 for m in tasks.mc])
+    fused = any(m != "base" and not m.startswith("expert:") for m in modes)
+    rows = 1 + len(studio.experts or {}) if fused else 1
+    return auto_batch_size(studio.model, longest, rows), tasks

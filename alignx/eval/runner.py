@@ -6,6 +6,10 @@
 * ``model_outputs.json`` the AlpacaEval answers in alpaca_eval's format (instruction, output, generator, dataset);
 * ``samples.jsonl``      per-item judgments and scores;
 * ``report.json``        the metrics (see ``alignx.eval.report``).
+
+Under ``accelerate launch`` each process generates and scores its contiguous share of whole batches,
+writing ``generations.shard-<r>.jsonl`` / ``scores.shard-<r>.json`` as it goes; the shares are
+gathered, the main process writes the merged files, judges, and writes the report.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from alignx import distributed as dist
 from alignx.eval import metrics as M
 from alignx.eval.judges.base import Judge
 from alignx.eval.refusal import refusal_flags
@@ -40,15 +45,32 @@ class CacheMismatch(InvalidInput):
 class GenerationCache:
     """Append-only JSONL of answers, one line per prompt: {key, task, id, prompt, output}.
     ``key`` identifies the run (model, mode, calibration, decoding); lines of another key, or a
-    prompt that changed under the same id, are refused instead of silently mixed in."""
+    prompt that changed under the same id, are refused instead of silently mixed in.
+
+    Multi-process runs: process r appends to its own shard ``<stem>.shard-<r><suffix>`` (``shard``);
+    the main process then writes all rows into the one file and removes the shards (``merge``).
+    ``load`` reads the file and any shard left by a killed run, so a rerun on any number of
+    processes resumes from what every process had finished."""
 
     def __init__(self, path: Path, key: str):
         self.path, self.key = Path(path), key
 
+    def shard_paths(self) -> list[Path]:
+        return sorted(self.path.parent.glob(f"{self.path.stem}.shard-*{self.path.suffix}"))
+
+    def shard(self, index: int) -> "GenerationCache":
+        return GenerationCache(self.path.with_name(f"{self.path.stem}.shard-{index}{self.path.suffix}"), self.key)
+
     def load(self) -> dict[tuple[str, str], dict]:
-        if not self.path.exists():
+        rows: dict[tuple[str, str], dict] = {}
+        for path in [self.path, *self.shard_paths()]:
+            rows.update(self._read(path))
+        return rows
+
+    def _read(self, path: Path) -> dict[tuple[str, str], dict]:
+        if not path.exists():
             return {}
-        text = self.path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
         lines = text.split("\n")               # not splitlines(): json leaves U+0085 and U+2028 raw
         if lines[-1] == "":
             lines.pop()
@@ -60,29 +82,38 @@ class GenerationCache:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 if i == len(lines) - 1:          # the run was killed mid-write: cut the partial line off
-                    log.warning("%s: dropping a partial last line", self.path)
-                    self._rewrite(lines[:i])
+                    log.warning("%s: dropping a partial last line", path)
+                    self._rewrite(path, lines[:i])
                     continue
-                raise CacheMismatch(f"{self.path}, line {i + 1}: malformed JSON (not a partial last line)") from None
+                raise CacheMismatch(f"{path}, line {i + 1}: malformed JSON (not a partial last line)") from None
             if i == len(lines) - 1 and not text.endswith("\n"):
-                self._rewrite(lines)             # killed before its newline: the next append starts a new line
+                self._rewrite(path, lines)       # killed before its newline: the next append starts a new line
             if row.get("key") != self.key:
-                raise CacheMismatch(f"{self.path} holds generations of another run (key {row.get('key')!r}, this run "
+                raise CacheMismatch(f"{path} holds generations of another run (key {row.get('key')!r}, this run "
                                     f"{self.key!r}: model, mode, calibration or decoding differ); use a new --out "
                                     f"or --overwrite")
             rows[(row["task"], row["id"])] = row
         return rows
 
-    def _rewrite(self, lines: list[str]) -> None:
+    @staticmethod
+    def _rewrite(path: Path, lines: list[str]) -> None:
         from alignx.atomic import write_text
 
-        write_text(self.path, "".join(x + "\n" for x in lines if x.strip()))
+        write_text(path, "".join(x + "\n" for x in lines if x.strip()))
 
     def append(self, row: dict) -> None:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(dict(row, key=self.key), ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def merge(self, rows: list[dict]) -> None:
+        """Write ``rows`` as the whole file (atomically), then remove the shards they came from."""
+        from alignx.atomic import write_jsonl
+
+        write_jsonl(self.path, (dict(r, key=self.key) for r in rows))
+        for path in self.shard_paths():
+            path.unlink(missing_ok=True)
 
 
 def run_key(run_info: dict, sampling: Sampling | None) -> str:
@@ -95,6 +126,10 @@ def run_key(run_info: dict, sampling: Sampling | None) -> str:
 
 def generate_all(policy, tasks: Tasks, cache: GenerationCache, sampling: Sampling, batch_size: int,
                  progress: bool = True) -> dict[tuple[str, str], str]:
+    """Every answer, from the cache or generated. Under a launcher the prompts still to answer are
+    cut into batches of ``batch_size`` and the batches shared out contiguously
+    (``alignx.distributed.split_batches``): each process answers whole one-process batches (the same
+    greedy answers as one process), appends them to its shard, and the main process merges."""
     items = tasks.generation_items()
     done = cache.load()
     for it in items:
@@ -103,19 +138,28 @@ def generate_all(policy, tasks: Tasks, cache: GenerationCache, sampling: Samplin
             raise CacheMismatch(f"{cache.path}: the prompt of {it['task']}/{it['id']} changed since it was "
                                 f"generated; the data differs: use a new --out or --overwrite")
     todo = [it for it in items if (it["task"], it["id"]) not in done]
-    bar = progress_bar(len(items), f"generate [{getattr(policy, 'name', 'policy')}]", progress)
+    dist.barrier()                      # every process has read the same cache before any writes to a shard
+    mine = dist.split_batches(todo, batch_size)
+    writer = cache.shard(dist.rank()) if dist.launched() else cache
+    bar = progress_bar(len(items), f"generate [{getattr(policy, 'name', 'policy')}]", progress and dist.is_main())
     bar.update(len(items) - len(todo))
 
     def on_done(i: int, text: str) -> None:
-        it = todo[i]
+        it = mine[i]
         row = {"task": it["task"], "id": it["id"], "prompt": it["prompt"], "output": text}
-        cache.append(row)
+        writer.append(row)
         done[(it["task"], it["id"])] = row
         bar.update(1)
 
-    if todo:
-        policy.generate([it["prompt"] for it in todo], sampling, batch_size=batch_size, on_done=on_done)
+    if mine:
+        policy.generate([it["prompt"] for it in mine], sampling, batch_size=batch_size, on_done=on_done)
     bar.close()
+    if dist.launched():
+        for row in dist.gather([done[(it["task"], it["id"])] for it in mine]):
+            done[(row["task"], row["id"])] = row
+        if dist.is_main():
+            cache.merge([{k: v for k, v in done[(it["task"], it["id"])].items() if k != "key"} for it in items])
+        dist.barrier()
     return {k: v["output"] for k, v in done.items()}
 
 
@@ -238,8 +282,11 @@ def run_suite(suite: Suite | str, policy, judges: dict[str, Judge], out_dir: str
               ref_policy=None, sampling: Sampling | None = None, batch_size: int = 8, n_boot: int = 1000,
               seed: int = 0, data_dir=None, run_info: dict | None = None, progress: bool = True,
               tasks: Tasks | None = None, log_fn: Callable[[str], None] | None = None,
-              ref_cache: ScoreCache | None = None) -> dict:
+              ref_cache: ScoreCache | None = None) -> dict | None:
     """Evaluate ``policy`` on ``suite``; ``judges`` maps capability -> judge (see judges.base.build_judges).
+    Under a launcher (``accelerate launch``) generation and log-likelihood scoring are shared between
+    the processes and merged; the main process judges, writes the files and returns the report, the
+    others return None.
     ``ref_policy`` is pi_ref for Alignment Accuracy (None = the policy itself, e.g. for the base);
     ``ref_cache`` keeps its log-probs across runs (see ``alignx.eval.options.reference_cache``). The
     policy's own log-probs are kept in ``out_dir/scores.json``."""
@@ -248,9 +295,10 @@ def run_suite(suite: Suite | str, policy, judges: dict[str, Judge], out_dir: str
     for cap in ("prefer", "unsafe", "truthful", "informative"):
         if cap not in judges:
             raise InvalidInput(f"no judge for {cap!r}: pass one per capability (see build_judges)")
-    say = log_fn or (lambda msg: print(msg, file=sys.stderr, flush=True) if progress else None)
+    say = log_fn or (lambda msg: print(msg, file=sys.stderr, flush=True) if progress and dist.is_main() else None)
     sampling = sampling or Sampling(max_new_tokens=suite.max_new_tokens, temperature=0.0, seed=seed)
     run_info = dict(run_info or {}, mode=(run_info or {}).get("mode", getattr(policy, "name", "policy")))
+    processes = dist.world_size()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = tasks or build_tasks(suite, data_dir)
@@ -265,16 +313,19 @@ def run_suite(suite: Suite | str, policy, judges: dict[str, Judge], out_dir: str
 
     cache = GenerationCache(out / GENERATIONS, run_key(run_info, sampling))
     gens = stage("generate", lambda: generate_all(policy, tasks, cache, sampling, batch_size, progress))
-    helpful, help_samples = stage("judge helpfulness", lambda: judge_helpful(judges["prefer"], tasks, gens))
-    safety = stage("judge safety", lambda: judge_safety(judges, tasks, gens))
-    honest = stage("judge honesty", lambda: judge_honest(judges, tasks, gens))
     scores = ScoreCache(out / SCORES, run_key(run_info, None))
     mc = stage("MC1/MC2", lambda: score_mc(policy, tasks, batch_size, progress, scores))
     pairs = stage("alignment accuracy", lambda: score_pairs(policy, ref_policy, tasks, batch_size, progress, scores,
                                                              ref_cache))
+    if not dist.is_main():              # the policy's work is shared; judging and the report are rank 0's
+        return None
+    helpful, help_samples = stage("judge helpfulness", lambda: judge_helpful(judges["prefer"], tasks, gens))
+    safety = stage("judge safety", lambda: judge_safety(judges, tasks, gens))
+    honest = stage("judge honesty", lambda: judge_honest(judges, tasks, gens))
     report = build_report(suite=suite, tasks=tasks, judges=judges, helpful=helpful, safety=safety, honest=honest,
                           mc=mc, pairs=pairs, n_boot=n_boot, seed=seed, sampling=sampling, run_info=run_info,
                           timings=dict(timings, total=round(time.time() - t0, 1)))
+    report["run"]["processes"] = processes
     model_outputs = [{"instruction": x["instruction"], "output": gens[("alpaca", x["id"])],
                       "generator": f"alignx-{run_info['mode']}", "dataset": x["dataset"]} for x in tasks.alpaca]
     samples = help_samples + safety["samples"] + honest["samples"] + mc["samples"] + pairs["samples"]

@@ -35,21 +35,38 @@ class ScoreCache:
         self.scores: dict[str, float] = {}
         self.refresh()
 
-    def _on_disk(self) -> dict[str, float]:
-        if not self.path.exists():
+    def shard_paths(self) -> list[Path]:
+        return sorted(self.path.parent.glob(f"{self.path.stem}.shard-*{self.path.suffix}"))
+
+    def shard(self, index: int) -> "ScoreCache":
+        """Process ``index``'s own file next to this one (multi-process runs; ``refresh`` reads it)."""
+        return ScoreCache(self.path.with_name(f"{self.path.stem}.shard-{index}{self.path.suffix}"), self.key)
+
+    def remove_shards(self) -> None:
+        for path in self.shard_paths():
+            path.unlink(missing_ok=True)
+
+    def _on_disk(self, path: Path | None = None) -> dict[str, float]:
+        path = path or self.path
+        if not path.exists():
             return {}
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and data.get("key") == self.key and isinstance(data.get("scores"), dict):
                 return {k: float(v) for k, v in data["scores"].items()}
         except (json.JSONDecodeError, OSError, TypeError, ValueError):
             pass
-        log.warning("%s: scores of another policy or unreadable; moved to %s.stale", self.path, self.path.name)
-        self.path.replace(self.path.with_name(self.path.name + ".stale"))
+        log.warning("%s: scores of another policy or unreadable; moved to %s.stale", path, path.name)
+        try:
+            path.replace(path.with_name(path.name + ".stale"))
+        except FileNotFoundError:             # another process moved it first
+            pass
         return {}
 
     def refresh(self) -> None:
-        self.scores.update(self._on_disk())
+        """Merge in the file and any shard a multi-process run left (a killed run's scores count)."""
+        for path in [self.path, *(p for p in self.shard_paths() if p != self.path)]:
+            self.scores.update(self._on_disk(path))
 
     def save(self) -> None:
         from alignx.atomic import write_text
@@ -83,22 +100,37 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 def chunked_logprob(policy, prompts: Sequence[str], conts: Sequence[str], batch_size: int, bar_desc: str,
                     progress: bool, cache: ScoreCache | None = None) -> list[float]:
     """``policy.logprob`` of every pair, longest first in chunks of 4 batches (one progress step and,
-    with ``cache``, one save per chunk); pairs already in ``cache`` are not scored again."""
+    with ``cache``, one save per chunk); pairs already in ``cache`` are not scored again. Under a
+    launcher the longest-first batches are shared out contiguously (``split_batches``: each process
+    scores whole one-process batches, so the same numbers), saved to the process's shard of
+    ``cache``, gathered, and the main process saves the merged cache."""
+    from alignx import distributed as dist
+
     keys = [pair_hash(p, c) for p, c in zip(prompts, conts)]
     if cache is not None:
         cache.refresh()
     scores = cache.scores if cache is not None else {}
     todo = sorted({k: i for i, k in enumerate(keys) if k not in scores}.values(),
                   key=lambda i: -(len(prompts[i]) + len(conts[i])))
-    bar = progress_bar(len(prompts), bar_desc, progress)
+    dist.barrier()                      # every process has read the same cache before any writes to a shard
+    mine = dist.split_batches(todo, batch_size)
+    writer = cache.shard(dist.rank()) if cache is not None and dist.launched() else cache
+    bar = progress_bar(len(prompts), bar_desc, progress and dist.is_main())
     bar.update(len(prompts) - len(todo))
     step = max(batch_size * 4, 1)
-    for s in range(0, len(todo), step):
-        idx = todo[s:s + step]
+    for s in range(0, len(mine), step):
+        idx = mine[s:s + step]
         lp = policy.logprob([prompts[i] for i in idx], [conts[i] for i in idx], batch_size=batch_size)
         scores.update((keys[i], v) for i, v in zip(idx, lp))
-        if cache is not None:
-            cache.save()
+        if writer is not None:
+            writer.scores.update((keys[i], v) for i, v in zip(idx, lp))
+            writer.save()
         bar.update(len(idx))
     bar.close()
+    if dist.launched():
+        scores.update(dist.gather([(keys[i], scores[keys[i]]) for i in mine]))
+        if cache is not None and dist.is_main():
+            cache.save()
+            cache.remove_shards()
+        dist.barrier()
     return [scores[k] for k in keys]

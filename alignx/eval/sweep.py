@@ -116,7 +116,13 @@ def candidates_from_studio(studio, settings: Sequence[dict], mode: str = "mocae-
 
 
 def evaluate_candidate(c: Candidate, suite, judges, out_dir: Path, ref_policy=None, **run_kw) -> dict[str, Any]:
-    """Run the suite for one candidate in ``out_dir/points/<label>``; return its point."""
+    """Run the suite for one candidate in ``out_dir/points/<label>``; return its point (one process:
+    under a launcher, run ``eval`` per mode instead, which shares each suite between the processes)."""
+    from alignx import distributed as dist
+
+    if dist.launched():
+        raise InvalidInput("sweep and ablate run in one process; under `accelerate launch` evaluate each mode "
+                           "with `python -m alignx eval --mode MODE` (it shares the suite between the processes)")
     report = run_suite(suite, c.make_policy(), judges, out_dir / "points" / _safe(c.label),
                        ref_policy=None if c.kind == "base" else ref_policy, run_info=c.run_info, **run_kw)
     point = {"label": c.label, "kind": c.kind, "settings": c.settings, **objectives_from_report(report),

@@ -1,7 +1,8 @@
 """Stage-1 hyperparameters as dataclasses with presets.
 
 ``paper``: the AlignX paper's recipe (AdamW, lr 2e-5, batch 64, weight decay 0.01, 3 epochs,
-LoRA on attention and MLP), meant for 7B models on GPUs.
+LoRA on attention and MLP), meant for 7B models on GPUs (bf16, gradient checkpointing; the global
+batch stays 64 on any number of processes).
 ``cpu``: the offline default for SmolLM2-135M on a 2-core CPU (same effective batch through
 gradient accumulation, fewer rows, a LoRA learning rate). ``tiny``: unit tests.
 """
@@ -25,8 +26,8 @@ class ExpertConfig:
     # optimisation (AdamW)
     learning_rate: float = 2e-5
     weight_decay: float = 0.01
-    batch_size: int = 64                 # effective batch = per_device_batch * grad_accum
-    per_device_batch: int = 8
+    batch_size: int = 64                 # global batch = per-device batch x processes x grad_accum (``plan``)
+    per_device_batch: int = 8            # at most this many rows per forward on one device
     epochs: float = 3.0
     max_steps: int = -1                  # > 0 overrides epochs
     warmup_ratio: float = 0.03
@@ -55,17 +56,26 @@ class ExpertConfig:
     logging_steps: int = 5
     seed: int = 0
     bf16: bool | None = None             # None = auto: bf16 autocast on CPUs/GPUs that support it
+    gradient_checkpointing: bool = False  # recompute activations in backward (7B on GPUs: the paper preset)
+
+    def plan(self, processes: int | None = None) -> tuple[int, int]:
+        """(per-device batch, gradient-accumulation steps) giving the global ``batch_size`` on
+        ``processes`` processes (default: this run's; ``alignx.distributed.batch_plan``)."""
+        from alignx.distributed import batch_plan
+
+        return batch_plan(self.batch_size, self.per_device_batch, processes)
 
     @property
     def grad_accum(self) -> int:
-        return max(1, self.batch_size // self.per_device_batch)
+        """Gradient-accumulation steps of this run (one process: batch_size / per_device_batch)."""
+        return self.plan()[1]
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 PRESETS: dict[str, ExpertConfig] = {
-    "paper": ExpertConfig(),
+    "paper": ExpertConfig(gradient_checkpointing=True),
     # Measured here (2 cores): fp32 all layers 38 tok/s, bf16 81, bf16 + top half of layers 120.
     "cpu": ExpertConfig(learning_rate=4e-4, batch_size=16, per_device_batch=8, epochs=1.0, max_steps=40,
                         max_length=192, rows_per_axis=640, layers_fraction=0.5, save_steps=10),

@@ -5,6 +5,11 @@ continues from the newest complete one, ``alignx.checkpoints.last_checkpoint``);
 expert is written to a temporary folder and renamed to ``<out>/<axis>`` in one step, so a killed
 run never leaves a complete-looking expert. The LoRA init is seeded with ``cfg.seed``: a run
 resumed after a SIGKILL ends with the same adapter as an uninterrupted one (tests/test_crash_resume.py).
+
+Under ``accelerate launch`` (W processes) the Trainer runs DDP (or the DeepSpeed / FSDP plugin of
+the launch config): the global batch stays ``batch_size`` (per-device x W x accumulation, see
+``ExpertConfig.plan``), the length-grouped order is drawn for the global batch (so it does not
+depend on W), and only the main process writes the expert and removes the work folder.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from alignx import distributed as dist
 from alignx.atomic import replace_dir, write_json
 from alignx.checkpoints import last_checkpoint, run_mean_loss
 from alignx.experts.config import ExpertConfig
@@ -31,8 +37,14 @@ LossCallback = Callable[[str, int, float], None]   # (axis, step, loss)
 
 
 def lora_model(lm, cfg: ExpertConfig):
-    from peft import LoraConfig, get_peft_model
+    """The peft LoRA model over ``lm.model`` (seeded init); a 4-bit base is prepared for k-bit
+    training first (peft ``prepare_model_for_kbit_training``: norms in fp32, input grads on)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    if getattr(lm.model, "is_quantized", False):
+        prepare_model_for_kbit_training(lm.model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                        gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(cfg.seed)                     # the LoRA A init: the same on any number of processes
     n_layers = int(lm.model.config.num_hidden_layers)
     first = n_layers - max(1, round(n_layers * cfg.layers_fraction))
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
@@ -89,13 +101,49 @@ def _callbacks(axis: str, on_loss: LossCallback | None, should_stop: Callable[[]
     return [Hook()]
 
 
+def global_batch_trainer():
+    """A ``transformers.Trainer`` whose training order is the same on 1 or W processes:
+
+    * the length-grouped mega-batches are drawn for the *global* batch B (per-device x processes x
+      accumulation), not the per-device one (the launcher's dataloader then hands out consecutive
+      per-device slices of that order: every optimizer batch holds the rows a single process sees);
+    * each epoch keeps whole global batches only (its last n mod B rows of the order are left out; a
+      dataset smaller than B is one short batch), because a launcher would pad a short last batch
+      with repeated rows that a single process does not see."""
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class WholeBatches(LengthGroupedSampler):
+        def __init__(self, batch: int, dataset):
+            super().__init__(batch, dataset=dataset, model_input_name="input_ids")
+            n = len(self.lengths)
+            self.keep = n - n % batch if n >= batch else n
+
+        def __len__(self):
+            return self.keep
+
+        def __iter__(self):
+            return iter(list(super().__iter__())[:self.keep])
+
+    class GlobalBatchTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy != "group_by_length" or ds is None:
+                return super()._get_train_sampler(train_dataset)
+            return WholeBatches(self.args.train_batch_size * self.args.gradient_accumulation_steps
+                                * self.args.world_size, ds)
+
+    return GlobalBatchTrainer
+
+
 def training_arguments(lm, cfg: ExpertConfig, work: Path, bf16: bool):
     """The Trainer arguments of an expert run (also used by bench/train.py)."""
     from transformers import TrainingArguments
 
+    per_device, accum = cfg.plan()
     return TrainingArguments(
-        output_dir=str(work), per_device_train_batch_size=cfg.per_device_batch,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
+        output_dir=str(work), per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accum, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         warmup_steps=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler, optim="adamw_torch",
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=2,
@@ -103,6 +151,9 @@ def training_arguments(lm, cfg: ExpertConfig, work: Path, bf16: bool):
         report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         dataloader_num_workers=0, use_cpu=lm.device.type == "cpu", remove_unused_columns=False,
         disable_tqdm=not sys.stderr.isatty(), bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        ddp_find_unused_parameters=False,            # every LoRA weight gets a gradient every step
     )
 
 
@@ -113,8 +164,9 @@ def self_distill(lm, prompts: list[str], max_new_tokens: int = 96) -> list[tuple
     from alignx.generation import Sampling
     from alignx.policy import SinglePolicy
 
-    answers = SinglePolicy(lm.model, lm.tokenizer).generate(prompts, Sampling(max_new_tokens=max_new_tokens),
-                                                            batch_size=16)
+    mine = dist.split_batches(prompts, 16)            # whole batches per process: the one-process answers
+    answers = dist.gather(SinglePolicy(lm.model, lm.tokenizer).generate(mine, Sampling(max_new_tokens=max_new_tokens),
+                                                                        batch_size=16))
     out = []
     for p, a in zip(prompts, answers):
         a = a.strip()
@@ -137,12 +189,14 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     name = name or axis
     if not name.replace("_", "").replace("-", "").isalnum():
         raise InvalidInput(f"expert name {name!r}: use letters, digits, '-' and '_' only")
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     out_dir = Path(out_dir)
     work = out_dir / ".work" / name
-    if not resume and work.exists():
+    per_device, accum = cfg.plan()                   # checks the global batch against the processes first
+    if not resume and work.exists() and dist.is_main():
         shutil.rmtree(work)
+    dist.barrier()
     data = axis_data(axis, cfg, data_dir, pairs)
     if axis == "harmless" and pairs is None and cfg.benign_contrast > 0:
         contrast = self_distill(lm, contrast_prompts(cfg, data_dir, data.removed))
@@ -160,8 +214,8 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
         base_heldout = response_loss(model, held_ds, collator, bf16=bf16)
 
     args = training_arguments(lm, cfg, work, bf16)
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
-                      callbacks=_callbacks(axis, on_loss, should_stop))
+    trainer = global_batch_trainer()(model=model, args=args, train_dataset=train_ds, data_collator=collator,
+                                     callbacks=_callbacks(axis, on_loss, should_stop))
     checkpoint = last_checkpoint(work) if resume else None      # torn checkpoints of a killed save skipped
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -170,7 +224,7 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
         log.warning("training of %s cancelled at step %d; checkpoint kept in %s (use --resume)",
                     axis, trainer.state.global_step, work)
         raise TrainingCancelled(f"training of {axis} cancelled at step {trainer.state.global_step}")
-    heldout = response_loss(model, held_ds, collator, bf16=bf16)
+    heldout = response_loss(trainer.model_wrapped, held_ds, collator, bf16=bf16)   # through DDP / ZeRO / FSDP
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     mean_loss = run_mean_loss(trainer.state.log_history)     # the whole run's, resumed or not
     card = {
@@ -179,6 +233,8 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
                  "train_rows": len(data.train), "train_examples": len(train_ds),
                  "heldout_rows": len(held_ds), "data_dir": str(data_dir) if data_dir else None},
         "hyperparameters": dict(cfg.to_dict(), bf16_autocast=bf16),
+        "processes": dict(dist.describe(), per_device_batch=per_device, grad_accum=accum,
+                          global_batch=per_device * dist.world_size() * accum),
         "steps": trainer.state.global_step,
         "train_tokens": int(trainer.state.num_input_tokens_seen),
         "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(wall, 1e-9), 1),
@@ -193,9 +249,12 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     final = out_dir / name                           # replacing it drops a stale latent head too
-    with replace_dir(final) as tmp:                  # built aside, swapped in when complete
-        model.save_pretrained(tmp)                   # adapter "default" -> files directly in tmp
-        write_json(tmp / "card.json", card)
-    shutil.rmtree(work, ignore_errors=True)
+    state = dist.trained_state_dict(trainer)         # every process: gathers ZeRO-3 / FSDP shards
+    if dist.is_main():                               # one writer; the others wait for the folder
+        with replace_dir(final) as tmp:              # built aside, swapped in when complete
+            model.save_pretrained(tmp, state_dict=state)   # adapter "default" -> files directly in tmp
+            write_json(tmp / "card.json", card)
+        shutil.rmtree(work, ignore_errors=True)
+    dist.barrier()
     model.unload()                                   # give the base back without LoRA layers
     return final

@@ -14,6 +14,13 @@ axis labels are nominal; ``frozen`` keeps W_q, W_k and e at their random init; `
 trains without those objectives' data and pathways. AdamW on the circuit's parameters only,
 linear warm-up then linear decay. Checkpoints (circuit + optimizer + step) every ``save_steps``
 to ``<out>/.work``; ``resume`` continues from the newest; the result is written atomically.
+
+Processes (``accelerate launch --multi_gpu``, W of them): an ``accelerate.Accelerator`` wraps the
+circuit's loss in DDP. Each step's rows of objective o (the same seeded draw on every process) are
+split contiguously between the processes; each term is a sum over the process's response tokens
+divided by the step's *global* token count N_o (an all-reduce), times W, so DDP's gradient average
+is exactly the gradient of L on the whole batch: the same update as one process, up to float
+summation order. Only the main process writes checkpoints and the circuit.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from alignx import distributed as dist
 from alignx.errors import InvalidInput, unknown
 from alignx.negotiax.config import NegotiaXConfig
 
@@ -106,32 +114,82 @@ def _fits(tokenizer, row: tuple[str, str], max_length: int) -> bool:
     return len(chat_prompt_ids(tokenizer, row[0])) < max_length - 1
 
 
-def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the response tokens (labels != -100), next-token shifted."""
+def _ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy over the response tokens (labels != -100), next-token shifted."""
     return torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                             labels[:, 1:].reshape(-1), ignore_index=-100)
+                                             labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
+
+
+def response_tokens(batch: dict) -> int:
+    """Tokens the loss is taken on (shifted labels != -100): the denominator of every term."""
+    return int((batch["labels"][:, 1:] != -100).sum())
 
 
 def objective_losses(nx, batch: dict, objective: str, variant: str, cfg: NegotiaXConfig,
-                     leave_out: Sequence[str] = ()) -> dict[str, torch.Tensor]:
-    """The per-objective terms of L for one batch of ``objective``'s rows (see the module docstring)."""
+                     leave_out: Sequence[str] = (), tokens: float | None = None) -> dict[str, torch.Tensor]:
+    """The per-objective terms of L for one batch of ``objective``'s rows (see the module docstring):
+    sums over the response tokens divided by ``tokens`` (default: this batch's own count, i.e. means;
+    a multi-process step passes the count over all processes)."""
     from alignx import hooks
 
+    denom = float(tokens if tokens is not None else max(response_tokens(batch), 1))
     names = {"adapter_names": ["__base__"] * len(batch["input_ids"])} if hasattr(nx.model, "peft_config") else {}
     fwd = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **names)
     supervised = variant not in ("module2", "module1")
     with nx.active(variant, leave_out), hooks.capture(nx.model, "mac.weights", detach=False) as cache:
         full = nx.model(**fwd).logits
-    out = {"ce": _ce(full, batch["labels"])}
+    out = {"ce": _ce_sum(full, batch["labels"]) / denom}
     if supervised and cfg.identify > 0:
         o = nx.circuit.objectives.index(objective)
         alpha = cache["mac.weights"].mean(2)[:, :-1, o]                     # (B, T-1): mean over heads
         resp = (batch["labels"][:, 1:] != -100).float()
-        out["identify"] = -(torch.log(alpha.clamp_min(1e-8)) * resp).sum() / resp.sum().clamp_min(1)
+        out["identify"] = -(torch.log(alpha.clamp_min(1e-8)) * resp).sum() / denom
     if supervised and cfg.own_path > 0:
         with nx.active(variant, leave_out, force=objective):
-            out["own"] = _ce(nx.model(**fwd).logits, batch["labels"])
+            out["own"] = _ce_sum(nx.model(**fwd).logits, batch["labels"]) / denom
     return out
+
+
+class StepLoss(torch.nn.Module):
+    """One update's loss as a module over the circuit (its only parameters: the frozen base stays
+    outside the module tree), so accelerate's DDP wrapper averages the circuit's gradients.
+
+    forward(batches, tokens, scale) = separation + scale * sum_o [ce_o + w_id id_o + w_own own_o],
+    each term a sum over this process's tokens / tokens[o]; returns (loss, {o: that bracket})."""
+
+    def __init__(self, nx, cfg: NegotiaXConfig, variant: str, leave_out: Sequence[str], bf16: bool):
+        super().__init__()
+        self.circuit = nx.circuit
+        self._nx = (nx,)                          # a tuple: not registered as a submodule
+        self.cfg, self.variant, self.leave_out, self.bf16 = cfg, variant, tuple(leave_out), bf16
+
+    def forward(self, batches: dict, tokens: dict, scale: float):
+        nx, cfg = self._nx[0], self.cfg
+        total, parts = cfg.separation * self.circuit.separation(), {}
+        device = next(self.circuit.parameters()).device
+        for o, batch in batches.items():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                terms = objective_losses(nx, batch, o, self.variant, cfg, self.leave_out, tokens[o])
+            parts[o] = terms["ce"] + cfg.identify * terms.get("identify", 0.0) + cfg.own_path * terms.get("own", 0.0)
+            total = total + scale * parts[o]
+        return total, parts
+
+
+def _accelerator(device):
+    """accelerate's Accelerator for Train_MAC: DDP (unused circuit weights allowed: ``module1``,
+    ``leave_out``), models left where they are; DeepSpeed / FSDP launches are refused (the circuit
+    is small and the base frozen: DDP is the engine for it)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+
+    AcceleratorState._reset_state()   # as transformers' TrainingArguments do: no precision left by an earlier run
+    acc = Accelerator(cpu=device.type == "cpu", device_placement=False, mixed_precision="no",   # autocast: --bf16
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        raise InvalidInput(f"train-mac runs DDP, not {acc.distributed_type.value}: launch it with "
+                           f"`accelerate launch --multi_gpu --num_processes N -m alignx train-mac ...`")
+    return acc
 
 
 def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXConfig, tcfg: MACTraining,
@@ -154,6 +212,11 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
         if not kept:
             raise InvalidInput(f"Train_MAC: every {o} row's prompt fills max_length = {tcfg.max_length} tokens")
         rows[o] = rng.sample(kept, min(len(kept), tcfg.rows_per_objective or len(kept)))
+    world = dist.world_size()
+    small = [o for o in objectives if min(tcfg.batch_size, len(rows[o])) < world]
+    if small:
+        raise InvalidInput(f"Train_MAC: {small} have fewer rows per step than the {world} processes "
+                           f"(batch_size {tcfg.batch_size}): every process needs a share of each batch")
     circuit = nx.circuit
     frozen = {"W_q", "W_k", "e"} if variant == "frozen" else set()
     params = [p for n, p in circuit.named_parameters() if n not in frozen]
@@ -179,6 +242,8 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
     for p in trainable:
         p.requires_grad_(False)                 # the base (and any experts) stay frozen
     device = next(nx.model.parameters()).device
+    acc = _accelerator(device)
+    step_loss, opt = acc.prepare(StepLoss(nx, cfg, variant, leave_out, tcfg.bf16), opt)
     t0 = time.time()
     try:
         while step < tcfg.steps:
@@ -186,35 +251,40 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
                 _checkpoint(ckpt, circuit, opt, sched, step, history)
                 raise TrainingCancelled(f"{name}: cancelled at step {step}; checkpoint in {work}")
             step_rng = random.Random(tcfg.seed * 100_003 + step)      # the batch of a step, resumable
-            total = cfg.separation * circuit.separation()
+            batches = {}
             for o in objectives:
-                batch = _batch(nx.tokenizer, step_rng.sample(rows[o], min(tcfg.batch_size, len(rows[o]))),
-                               tcfg.max_length, device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
-                    terms = objective_losses(nx, batch, o, variant, cfg, leave_out)
-                total = total + terms["ce"] + cfg.identify * terms.get("identify", 0.0) + cfg.own_path * terms.get("own", 0.0)
+                drawn = step_rng.sample(rows[o], min(tcfg.batch_size, len(rows[o])))
+                lo, hi = dist.shard_bounds(len(drawn))                 # this process's rows of the draw
+                batches[o] = _batch(nx.tokenizer, drawn[lo:hi], tcfg.max_length, device)
+            counts = dist.reduce_sum([response_tokens(b) for b in batches.values()])
+            tokens = {o: max(c, 1.0) for o, c in zip(batches, counts)}
+            total, parts = step_loss(batches, tokens, float(world))
             opt.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            acc.backward(total)
+            acc.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             step += 1
-            history.append((step, float(total.detach())))
+            sums = dist.reduce_sum([float(v.detach()) for v in parts.values()])
+            history.append((step, float(cfg.separation * circuit.separation().detach()) + sum(sums)))
             if on_step:
                 on_step(step, history[-1][1])
-            if step % tcfg.save_steps == 0 and step < tcfg.steps:
+            if step % tcfg.save_steps == 0 and step < tcfg.steps and dist.is_main():
                 _checkpoint(ckpt, circuit, opt, sched, step, history)
     finally:
         for p in trainable:
             p.requires_grad_(True)
     extra = {"base_model": base_model, "variant": variant, "leave_out": list(leave_out), "training": asdict(tcfg),
              "rows_per_objective": {o: len(r) for o, r in rows.items()}, "rows_too_long": cut, "losses": history,
-             "data": dict(provenance or {}),
+             "data": dict(provenance or {}), "processes": dist.describe(),
              "wall_time_s": round(time.time() - t0, 1), "command": command, "steps": step}
-    path = nx.save(Path(out_dir) / name, extra)
-    import shutil
+    path = Path(out_dir) / name
+    if dist.is_main():                          # one writer; the others wait for the folder
+        import shutil
 
-    shutil.rmtree(work, ignore_errors=True)
+        nx.save(path, extra)
+        shutil.rmtree(work, ignore_errors=True)
+    dist.barrier()
     return path
 
 

@@ -11,7 +11,9 @@ with pi_ref the frozen base (the LoRA disabled) and beta = 0.1 (AlignX-Family). 
 (tests), ``cpu`` (the shipped adapters for SmolLM2-135M) and ``paper`` (the paper's beta = 0.1,
 lr 5e-7, one epoch, for Llama-3.1-8B-Instruct on GPUs). Checkpoints go to ``<out>/.work/<name>``;
 ``resume=True`` continues from the newest complete one (``alignx.checkpoints.last_checkpoint``), a
-fresh run clears them; the finished adapter is built aside and swapped in.
+fresh run clears them; the finished adapter is built aside and swapped in. Under ``accelerate
+launch`` the DPOTrainer runs DDP (or the launch config's DeepSpeed / FSDP) with the preset's batch x
+accumulation as the global batch; only the main process writes (``alignx.dpo``).
 """
 from __future__ import annotations
 
@@ -88,7 +90,7 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
     work = out_dir / ".work" / name
     t0 = time.time()
     rows = dpo_rows(method, examples, dims, cfg.seed, cfg.min_pairs)
-    trainer, result, checkpoint, bf16 = run_dpo(lm, rows, work, cfg, name=name, resume=resume, on_log=on_log,
+    trainer, result, checkpoint, bf16, processes = run_dpo(lm, rows, work, cfg, name=name, resume=resume, on_log=on_log,
                                                 should_stop=should_stop, progress=progress)
     history = loss_history(trainer)
     card = {
@@ -103,5 +105,6 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
         "resumed": bool(checkpoint), "wall_time_s": round(time.time() - t0, 1), "command": command,
         "torch_threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "bf16": bool(bf16), "losses": [(int(h["step"]), float(h["loss"])) for h in history if "step" in h],
+        "processes": processes,
     }
     return save_adapter(trainer, out_dir / name, card, work)
