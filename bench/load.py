@@ -8,10 +8,12 @@ a Studio: ``--model tiny`` = the tiny random model with three random experts and
 router, ``tests/tiny_studio.py``; ``--model default`` = SmolLM2-135M-Instruct with the shipped
 experts and router), started in its own process with ``--concurrency`` model requests at once.
 A warm-up user runs one round alone, then two identical waves: ``--users`` threads, each with its
-own ``gradio_client.Client`` (its own session, opened before the wave starts), run ``--rounds``
-rounds of four requests: ``/route`` a prompt, ``/recalibrate`` its route, ``/generate`` it in one
-mode (greedy), ``/compare`` it in every mode (greedy); odd users take the four in another order. Bounded: users and rounds are
-capped, every request waits at most ``--timeout`` s, the whole run at most ``--deadline`` s.
+own ``gradio_client.Client`` (its own session, opened before wave 1 and kept for wave 2), run
+``--rounds`` rounds of four requests: ``/route`` a prompt, ``/recalibrate`` its route, ``/generate``
+it in one mode (greedy), ``/compare`` it in every mode (greedy); odd users take the four in another
+order. Wave 2 is the same users sending the same requests again. At the end ``--probe-sessions`` new
+sessions make one cheap call each, to measure what a session costs. Bounded: users, rounds and
+probe sessions are capped, every request waits at most ``--timeout`` s, the run at most ``--deadline`` s.
 
 Checks (each one is true or false in the last line, a JSON object; exit status 1 if any is false):
 
@@ -19,14 +21,18 @@ Checks (each one is true or false in the last line, a JSON object; exit status 1
 * ``queue_order``: the model queue is first in, first out. The server records, per event id, when
   gradio's queue received the request (``Queue.event_analytics``, insertion order) and when the
   app's function started running (a wrapper on ``/generate``, ``/compare``, ``/route``: the three
-  endpoints that share the one model queue). With ``--concurrency 1`` the start order must equal
-  the arrival order exactly; with ``--concurrency c`` no request may start more than ``c - 1``
-  places away from its arrival place (c requests leave the queue together and start in any order).
+  endpoints that share the one model queue). Every request that arrived must have started, and
+  with ``--concurrency 1`` the start order must equal the arrival order exactly; with
+  ``--concurrency c`` no request may start more than ``c - 1`` places away from its arrival place
+  (up to c requests leave the queue together and their functions start in any order).
 * ``sessions``: every ``/recalibrate`` answered for the prompt its own session routed last.
-* ``repeatable``: wave 2 repeats wave 1's requests; every answer is the same (greedy decoding, so a
-  difference would mean concurrent requests leaked into each other).
+* ``repeatable``: wave 2 repeats wave 1's requests; every ``/generate`` and ``/compare`` answer is
+  the same (greedy decoding: a difference would mean an answer depends on what else was running).
 * ``memory``: the server's RSS (``/proc/PID/status`` VmRSS, sampled every 0.2 s) after wave 2 is at
-  most ``--max-growth-mib`` above its RSS after wave 1 (same load twice: growth would be a leak).
+  most ``--max-growth-mib`` above its RSS after wave 1 (the same sessions and requests twice: growth
+  would be a leak). New sessions cost memory of their own (gradio keeps a copy of the page's
+  component config per session); the app keeps at most ``app.ui.MAX_SESSIONS`` of them, so the
+  session state is bounded by that times the measured cost per session.
 
 Prints latencies per endpoint (client side: submit to final answer), the RSS figures, the checks.
 """
@@ -49,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 SERVER = Path(__file__).resolve().with_name("load_server.py")
 TOPICS = ("How do I bake bread?", "Is the Earth flat?", "How do I pick a lock?", "Give three tips for sleep.",
           "What is photosynthesis?", "Can you see the Great Wall from space?", "Write a haiku about rain.")
-MAX_USERS, MAX_ROUNDS = 64, 50
+MAX_USERS, MAX_ROUNDS, MAX_PROBE = 64, 50, 500
 
 
 @dataclass(frozen=True)
@@ -61,12 +67,15 @@ class LoadConfig:
     max_new_tokens: int = 16
     timeout: float = 180.0            # seconds per request
     deadline: float = 900.0           # seconds for the whole run
-    max_growth_mib: float = 64.0      # allowed RSS growth from the end of wave 1 to the end of wave 2
+    max_growth_mib: float = 32.0      # allowed RSS growth from the end of wave 1 to the end of wave 2
+    probe_sessions: int = 40          # new sessions opened at the end to measure the memory one costs
     experts_dir: str | None = None    # default: the tiny studio (model tiny) or the shipped experts
 
     def __post_init__(self) -> None:
-        if not (1 <= self.users <= MAX_USERS and 1 <= self.rounds <= MAX_ROUNDS and self.concurrency >= 1):
-            raise ValueError(f"users in 1..{MAX_USERS}, rounds in 1..{MAX_ROUNDS}, concurrency >= 1")
+        if not (1 <= self.users <= MAX_USERS and 1 <= self.rounds <= MAX_ROUNDS and self.concurrency >= 1
+                and 0 <= self.probe_sessions <= MAX_PROBE):
+            raise ValueError(f"users in 1..{MAX_USERS}, rounds in 1..{MAX_ROUNDS}, concurrency >= 1, "
+                             f"probe_sessions in 0..{MAX_PROBE}")
         if not (self.timeout > 0 and self.deadline > 0 and self.max_new_tokens >= 1):
             raise ValueError("timeout, deadline and max_new_tokens must be positive")
 
@@ -238,16 +247,31 @@ def run_user(client, user: int, cfg: LoadConfig, modes: list[str], deadline: flo
     return out
 
 
-def run_wave(name: str, url: str, cfg: LoadConfig, modes: list[str], deadline: float, users: int) -> Wave:
-    """``users`` sessions opened one after another (not timed: gradio_client fetches the API
-    description on connect), then all of them at once, one thread each."""
-    clients = [connect(url, cfg) for _ in range(users)]
+def run_wave(name: str, clients: list, cfg: LoadConfig, modes: list[str], deadline: float) -> Wave:
+    """Every client at once, one thread each (client ``u`` is user ``u``)."""
     wave, t0 = Wave(name), time.perf_counter()
-    with ThreadPoolExecutor(users, thread_name_prefix=f"user-{name}") as pool:
-        for requests in pool.map(lambda u: run_user(clients[u], u, cfg, modes, deadline), range(users)):
+    with ThreadPoolExecutor(len(clients), thread_name_prefix=f"user-{name}") as pool:
+        for requests in pool.map(lambda u: run_user(clients[u], u, cfg, modes, deadline), range(len(clients))):
             wave.requests += requests
     wave.wall_s = round(time.perf_counter() - t0, 2)
     return wave
+
+
+def session_cost(server: Server, cfg: LoadConfig, n: int) -> dict:
+    """RSS growth per new session: ``n`` new clients, one ``/leaderboard`` call each (gradio keeps
+    a copy of the page's component config per session, up to the launch's state_session_capacity)."""
+    before = server.rss_kib()
+    failed = 0
+    for _ in range(n):
+        client = connect(server.url, cfg)
+        try:
+            client.predict(api_name="/leaderboard")
+        except Exception:  # noqa: BLE001 - a str (no connection) or a failed call: counted
+            failed += 1
+    time.sleep(1.0)
+    after = server.rss_kib()
+    per = None if None in (before, after) or n == 0 else round((after - before) / n, 1)
+    return {"new_sessions": n, "failed": failed, "kib_per_session": per}
 
 
 # --- the checks ----------------------------------------------------------------------------------
@@ -276,56 +300,66 @@ def latencies(requests: list[Request]) -> dict[str, dict[str, float]]:
     return out
 
 
+def drive(server: Server, cfg: LoadConfig, deadline: float) -> dict:
+    """Warm-up, wave 1, wave 2 (the same users, sessions and requests again), the session probe."""
+    from gradio_client import Client
+
+    modes = sorted(Client(server.url, verbose=False, httpx_kwargs={"timeout": cfg.timeout}).predict(
+        prompt_for(0, 0), 1, 0.0, 1.0, 0, api_name="/compare"))
+    with MemorySampler(server) as memory:
+        waves = [run_wave("warm-up", [connect(server.url, cfg)], replace(cfg, rounds=1), modes, deadline)]
+        rss = {"after_warmup": server.rss_kib()}
+        clients = [connect(server.url, cfg) for _ in range(cfg.users)]   # not timed: fetches the API description
+        for name in ("wave1", "wave2"):
+            memory.phase = name
+            waves.append(run_wave(name, clients, cfg, modes, deadline))
+            memory.phase = "idle"
+            time.sleep(1.0)                                  # let the last replies' buffers go
+            rss[f"after_{name}"] = server.rss_kib()
+        probe = session_cost(server, cfg, cfg.probe_sessions)
+    return {"modes": modes, "waves": waves, "rss": rss, "memory": memory, "probe": probe,
+            "journal": server.journal()}
+
+
 def run(cfg: LoadConfig, say=print) -> dict:
     """The whole bench; returns the summary (the JSON object of the last line)."""
     t_start = time.monotonic()
-    deadline = t_start + cfg.deadline
     with tempfile.TemporaryDirectory(prefix="alignx-load-") as tmp:
         server = Server(cfg, Path(tmp))
         try:
             say(f"serving {cfg.model} at {server.url} (pid {server.proc.pid}, concurrency {cfg.concurrency}); "
                 f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-            from gradio_client import Client
-
-            modes = sorted(Client(server.url, verbose=False, httpx_kwargs={"timeout": cfg.timeout}).predict(
-                prompt_for(0, 0), 1, 0.0, 1.0, 0, api_name="/compare"))
-            with MemorySampler(server) as memory:
-                warm = run_wave("warm-up", server.url, replace(cfg, rounds=1), modes, deadline, users=1)
-                rss = {"after_warmup": server.rss_kib()}
-                waves = []
-                for name in ("wave1", "wave2"):
-                    memory.phase = name
-                    waves.append(run_wave(name, server.url, cfg, modes, deadline, cfg.users))
-                    memory.phase = "idle"
-                    time.sleep(1.0)                              # let the last replies' buffers go
-                    rss[f"after_{name}"] = server.rss_kib()
-                journal = server.journal()
+            got = drive(server, cfg, t_start + cfg.deadline)
         finally:
             server.stop()
-    requests = [r for w in (warm, *waves) for r in w.requests]
-    errors = [f"{w.name} user {r.user} round {r.round} {r.op}: {r.error}" for w in (warm, *waves)
+    waves = got["waves"]
+    requests = [r for w in waves for r in w.requests]
+    errors = [f"{w.name} user {r.user} round {r.round} {r.op}: {r.error}" for w in waves
               for r in w.requests if r.error]
-    w1 = {(r.user, r.round, r.op): r.answer for r in waves[0].requests if r.op in ("generate", "compare")}
-    w2 = {(r.user, r.round, r.op): r.answer for r in waves[1].requests if r.op in ("generate", "compare")}
+    w1, w2 = ({(r.user, r.round, r.op): r.answer for r in w.requests if r.op in ("generate", "compare")}
+              for w in waves[1:])
     differ = sorted(k for k in w1 if k in w2 and json.dumps(w1[k]) != json.dumps(w2[k]))
-    mib = {k: None if v is None else round(v / 1024, 1) for k, v in rss.items()}
-    growth = None if None in (mib["after_wave1"], mib["after_wave2"]) else round(mib["after_wave2"] - mib["after_wave1"], 1)
-    order = queue_order(journal, cfg.concurrency)
+    mib = {k: None if v is None else round(v / 1024, 1) for k, v in got["rss"].items()}
+    growth = (None if None in (mib["after_wave1"], mib["after_wave2"])
+              else round(mib["after_wave2"] - mib["after_wave1"], 1))
+    order = queue_order(got["journal"], cfg.concurrency)
+    memory = got["memory"]
     checks = {"answered": not errors, "queue_order": order["ok"],
-              "sessions": not any("SESSION" in e for e in errors), "repeatable": not differ and len(w1) == len(w2) > 0,
+              "sessions": not any("SESSION" in e for e in errors),
+              "repeatable": not differ and len(w1) == len(w2) > 0,
               "memory": growth is not None and growth <= cfg.max_growth_mib}
-    summary = {
-        "bench": "load", "config": asdict(cfg), "modes": modes, "requests": len(requests),
+    return {
+        "bench": "load", "config": asdict(cfg), "modes": got["modes"], "requests": len(requests),
         "answered": sum(r.error is None for r in requests), "errors": errors[:20], "n_errors": len(errors),
         "queue_order": order, "repeat_differences": [list(k) for k in differ[:10]],
         "memory_mib": {**mib, "peak_wave1": memory.peak_mib("wave1"), "peak_wave2": memory.peak_mib("wave2"),
                        "growth_wave1_to_wave2": growth, "allowed_growth": cfg.max_growth_mib,
                        "samples": len(memory.samples)},
-        "latency": {w.name: latencies(w.requests) for w in waves},
-        "wall_s": {w.name: w.wall_s for w in (warm, *waves)}, "total_s": round(time.monotonic() - t_start, 1),
+        "session_cost": dict(got["probe"], state_session_capacity=got["journal"].get("state_session_capacity")),
+        "latency": {w.name: latencies(w.requests) for w in waves[1:]},
+        "wall_s": {w.name: w.wall_s for w in waves}, "total_s": round(time.monotonic() - t_start, 1),
         "load_average": round(os.getloadavg()[0], 2), "checks": checks, "ok": all(checks.values()),
     }
-    return summary
 
 
 def report(summary: dict, say=print) -> None:
@@ -343,6 +377,9 @@ def report(summary: dict, say=print) -> None:
     say(f"server RSS (MiB): after warm-up {m['after_warmup']}, wave 1 peak {m['peak_wave1']} / end "
         f"{m['after_wave1']}, wave 2 peak {m['peak_wave2']} / end {m['after_wave2']}, growth "
         f"{m['growth_wave1_to_wave2']} (allowed {m['allowed_growth']})")
+    c = summary["session_cost"]
+    say(f"a new session costs {c['kib_per_session']} KiB ({c['new_sessions']} opened); gradio keeps at most "
+        f"{c['state_session_capacity']} sessions")
     say("checks: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in summary["checks"].items()))
     say(json.dumps(summary, separators=(",", ":")))
 
@@ -353,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    "with the shipped experts) | a model spec app.py takes")
     p.add_argument("--experts-dir", default=None, help="experts folder (default: the tiny studio / assets/experts)")
     d = LoadConfig()
-    for name in ("users", "rounds", "concurrency", "max_new_tokens"):
+    for name in ("users", "rounds", "concurrency", "max_new_tokens", "probe_sessions"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("timeout", "deadline", "max_growth_mib"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))

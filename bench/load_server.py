@@ -91,7 +91,8 @@ class Journal:
                     for k, v in list(demo._queue.event_analytics.items())]
         with self._lock:
             starts = list(self.starts)
-        write_json(path, {"model_endpoints": list(MODEL_ENDPOINTS), "arrivals": arrivals, "starts": starts})
+        write_json(path, {"model_endpoints": list(MODEL_ENDPOINTS), "arrivals": arrivals, "starts": starts,
+                          "state_session_capacity": demo.state_holder.capacity})
 
 
 def main() -> int:

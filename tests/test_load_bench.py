@@ -24,7 +24,8 @@ def load_bench():
 @pytest.mark.slow
 def test_a_few_users_are_all_answered_in_queue_order(capsys):
     bench = load_bench()
-    cfg = bench.LoadConfig(users=3, rounds=1, concurrency=1, max_new_tokens=6, timeout=120, deadline=600)
+    cfg = bench.LoadConfig(users=3, rounds=1, concurrency=1, max_new_tokens=6, timeout=120, deadline=600,
+                           probe_sessions=4)
     summary = bench.run(cfg, say=lambda *_: None)
     bench.report(summary)
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith('{"bench":"load"')
@@ -37,6 +38,8 @@ def test_a_few_users_are_all_answered_in_queue_order(capsys):
     assert set(summary["modes"]) >= {"base", "expert:helpful", "mocae-logit"}
     memory = summary["memory_mib"]
     assert memory["samples"] > 0 and memory["peak_wave2"] >= memory["after_warmup"] > 0
+    assert summary["session_cost"]["new_sessions"] == 4 and summary["session_cost"]["failed"] == 0
+    assert summary["session_cost"]["state_session_capacity"] == 512
 
 
 def test_queue_order_check_catches_a_request_that_jumped_the_queue():
@@ -55,7 +58,25 @@ def test_queue_order_check_catches_a_request_that_jumped_the_queue():
     assert not bench.queue_order(journal, concurrency=2)["ok"]
 
 
-@pytest.mark.parametrize("bad", [dict(users=0), dict(users=65), dict(rounds=0), dict(concurrency=0), dict(timeout=0)])
+@pytest.mark.parametrize("bad", [dict(users=0), dict(users=65), dict(rounds=0), dict(concurrency=0), dict(timeout=0),
+                                 dict(probe_sessions=501)])
 def test_the_bench_is_bounded(bad):
     with pytest.raises(ValueError):
         load_bench().LoadConfig(**bad)
+
+
+def test_the_app_keeps_a_bounded_number_of_sessions():
+    """Each session costs memory (gradio copies the page's component config per session; the bench
+    measures it): ``app.ui.launch`` keeps ``MAX_SESSIONS`` of them, not gradio's default 10000."""
+    from app.tabs.routing_panel import MAX_SESSIONS as ROUTES
+    from app.ui import MAX_SESSIONS, launch
+
+    class Demo:
+        def launch(self, **kwargs):
+            self.kwargs = kwargs
+
+    demo = Demo()
+    launch(demo, server_name="127.0.0.1")
+    assert demo.kwargs["state_session_capacity"] == MAX_SESSIONS == ROUTES < 10000
+    launch(demo, state_session_capacity=7)
+    assert demo.kwargs["state_session_capacity"] == 7
