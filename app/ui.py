@@ -8,6 +8,7 @@ import gradio as gr
 
 from app.context import AppContext
 from app.tabs import about, arena, evaluation, experts, interpret, personalize, playground
+from app.tabs.routing_panel import MAX_SESSIONS as ROUTED_SESSIONS
 
 CSS_FILE = Path(__file__).resolve().parents[1] / "assets" / "app.css"
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="emerald", neutral_hue="slate")
@@ -48,11 +49,16 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
 
 
 MAX_UPLOAD = "20mb"     # training files and anything else uploaded: larger ones are refused by gradio
+# Sessions whose state gradio keeps (the oldest is dropped beyond): each costs about 0.4 MiB on this
+# page (a copy of every component's config; bench/load.py measures it), so gradio's default of
+# 10000 would let idle sessions take about 4 GiB. The routing panel keeps as many routes.
+MAX_SESSIONS = ROUTED_SESSIONS
 
 
 def launch(demo: gr.Blocks, **kwargs):
-    """``demo.launch`` with the studio's theme and stylesheet (gradio 6 takes both here) and an
-    upload size limit (``MAX_UPLOAD``)."""
+    """``demo.launch`` with the studio's theme and stylesheet (gradio 6 takes both here), an
+    upload size limit (``MAX_UPLOAD``) and at most ``MAX_SESSIONS`` sessions kept in memory."""
     kwargs.setdefault("footer_links", ["api", "settings"])
     kwargs.setdefault("max_file_size", MAX_UPLOAD)
+    kwargs.setdefault("state_session_capacity", MAX_SESSIONS)
     return demo.launch(theme=THEME, css_paths=[CSS_FILE], **kwargs)

@@ -237,7 +237,8 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
             step, history = int(state["step"]), [tuple(h) for h in state["history"].tolist()]
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: one clear error
             raise InvalidInput(f"{ckpt}: not a readable Train_MAC checkpoint of this circuit "
-                               f"({exc.__class__.__name__}: {str(exc)[:200]}); delete it or run without --resume") from None
+                               f"({exc.__class__.__name__}: {str(exc)[:200]}); "
+                               "delete it or run without --resume") from None
     trainable = [p for p in nx.model.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)                 # the base (and any experts) stay frozen
