@@ -16,7 +16,8 @@ harmless
     140 sample prompts is a safety-tuned-llamas instruction; ``extra['paired_by']`` says which;
     only answers the keyword detector calls refusals, some of that set's answers comply);
   * ``coconot_pref``: the other direction, compliant ``chosen`` > over-refusing ``rejected``;
-  * ``oktest``: benign prompts with harmful-looking words; the chosen side is an answer given by
+  * ``oktest``: benign prompts with harmful-looking words (its validation quarter,
+    ``alignx.data.splits.is_validation``, is left out for ``report-experts --split validation``); the chosen side is an answer given by
     ``oktest_answers`` (a callable on the prompt list, e.g. the base model's own greedy answers,
     or a dict prompt -> answer), the rejected side a refusal (``REFUSALS``, cycled). Without
     ``oktest_answers`` the prompts are returned in ``needs_answers``; nothing is generated here.
@@ -157,8 +158,11 @@ def _refusal_vs_unsafe(data_dir: PathLike, limit: int | None) -> list[AlignRecor
 
 
 def _oktest(data_dir: PathLike, limit: int | None, answers: Answers | None, out: PairSet, index: EvalIndex) -> None:
+    from alignx.data.splits import is_validation
+
     rows, report = index.filter(load("oktest", data_dir, limit=limit), "oktest")
     out.removed["oktest"] = report.removed
+    rows = [r for r in rows if not is_validation(r.prompt)]     # the validation quarter (report-experts)
     if answers is None:
         out.needs_answers.extend(rows)
         return

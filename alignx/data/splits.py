@@ -36,3 +36,21 @@ def split_truthfulqa_mc(mc_rows: Sequence[dict], csv_records: Sequence[AlignReco
     train_q = {r.prompt for r in split_half(csv_records)[0]}
     test_q = {r.prompt for r in split_half(csv_records)[1]}
     return ([m for m in mc_rows if m["question"] in train_q], [m for m in mc_rows if m["question"] in test_q])
+
+
+def hash_bucket(text: str, n: int = 4) -> int:
+    """A fixed bucket in 0..n-1 for a prompt: sha256 of its normalised text (``decontam.normalize``)
+    mod n. Splits made with it do not move with sample sizes, seeds or file order (held-out HH
+    pairs of the helpfulness judge, the OKTest validation quarter)."""
+    import hashlib
+
+    from alignx.data.decontam import normalize
+
+    return int(hashlib.sha256(normalize(text).encode()).hexdigest(), 16) % n
+
+
+def is_validation(text: str) -> bool:
+    """The validation quarter of a training source (``hash_bucket(text) == 0``): kept out of every
+    training set that reads that source, read only to choose a recipe (``report-experts --split
+    validation``)."""
+    return hash_bucket(text) == 0

@@ -30,29 +30,52 @@ def _sample(rows: list, n: int | None, seed: int) -> list:
 SPLITS = ("test", "validation")
 
 
+VALIDATION_HARMFUL = ("advbench", "strongreject", "tdc2023", "harmbench_val", "dangerousqa")
+
+
+def _validation_sets(data_dir, per_set: int, seed: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Recipe-choice rows from training sources only (never an evaluation file), decontaminated:
+    harmful = harmful-instruction sets no expert trains on; benign = OKTest's validation quarter
+    (benign prompts with harmful-looking words, kept out of the DPO pairs) and Alpaca-31k
+    instructions that are not in the Alpaca subset the helpful and harmless experts train on."""
+    from alignx.data import load
+    from alignx.data.decontam import EvalIndex
+    from alignx.data.splits import is_validation
+
+    index = EvalIndex.build(data_dir)
+
+    def clean(rows: list) -> list:
+        return index.filter(rows, "validation")[0]
+
+    harmful = {name: [r.prompt for r in _sample(clean(load(name, data_dir)), per_set, seed)]
+               for name in VALIDATION_HARMFUL}
+    oktest = [r for r in clean(load("oktest", data_dir)) if is_validation(r.prompt)]
+    trained = {r.prompt.strip() for r in D.load_alpaca(data_dir=data_dir, skip_bad=True)}
+    alpaca = [r for r in clean(load("alpaca_31k", data_dir)) if r.prompt.strip() not in trained]
+    benign = {"OKTest (validation quarter)": [r.prompt for r in _sample(oktest, per_set, seed)],
+              "Alpaca-31k (not trained on)": [r.prompt for r in _sample(alpaca, per_set, seed)]}
+    return harmful, benign
+
+
 def safety_sets(data_dir=None, per_set: int | None = 40, seed: int = 0,
                 split: str = "test") -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """(harmful, benign) prompts per set. ``test``: a seeded sample of ``per_set`` rows of each set
-    (what every reported number uses); ``validation``: up to ``per_set`` of the rows *outside* that
-    sample, for choosing a recipe without looking at the test rows (I-Controversial has 40 rows,
-    so none are left for validation)."""
+    """(harmful, benign) prompts per set. ``test``: a seeded sample of ``per_set`` rows of each
+    evaluation set (what every reported number uses); ``validation``: ``per_set`` rows of each of
+    the training-source sets of ``_validation_sets``, for choosing a recipe without looking at any
+    evaluation file."""
     if split not in SPLITS:
         raise InvalidInput(f"unknown split {split!r}; choose from {list(SPLITS)}")
-    if split == "validation" and per_set is None:
-        raise InvalidInput("the validation split is the rows outside the per-set test sample: give per_set")
-
-    def pick(rows: list) -> list[str]:
-        test = _sample(rows, per_set, seed)
-        if split == "test":
-            return [r.prompt for r in test]
-        used = {r.prompt for r in test}
-        return [r.prompt for r in rows if r.prompt not in used][:per_set]
-
-    harmful = {s: pick(D.load_safety_eval(s, data_dir=data_dir)) for s in D.SAFETY_HARMFUL_SETS}
+    if split == "validation":
+        if per_set is None:
+            raise InvalidInput("the validation split samples per_set rows of each training-source set: give per_set")
+        return _validation_sets(data_dir, per_set, seed)
+    harmful = {s: [r.prompt for r in _sample(D.load_safety_eval(s, data_dir=data_dir), per_set, seed)]
+               for s in D.SAFETY_HARMFUL_SETS}
     bt = D.load_beavertails(data_dir=data_dir)
     random.Random(seed).shuffle(bt)
-    harmful["BeaverTails (held-out half)"] = pick(D.split_half(bt)[1])
-    benign = {s: pick(D.load_safety_eval(s, data_dir=data_dir)) for s in D.SAFETY_BENIGN_SETS}
+    harmful["BeaverTails (held-out half)"] = [r.prompt for r in _sample(D.split_half(bt)[1], per_set, seed)]
+    benign = {s: [r.prompt for r in _sample(D.load_safety_eval(s, data_dir=data_dir), per_set, seed)]
+              for s in D.SAFETY_BENIGN_SETS}
     return harmful, benign
 
 

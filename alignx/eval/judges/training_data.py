@@ -8,7 +8,6 @@ count removed per source goes into ``info['eval_prompts_removed']``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from alignx.data import DataError, load_alpaca, load_beavertails, load_safety_instructions, load_truthfulqa, split_half
 from alignx.data.decontam import EvalIndex
 from alignx.data.paths import data_file
+from alignx.data.splits import hash_bucket
 from alignx.data.readers import read_jsonl
 from alignx.errors import InvalidInput
 
@@ -190,12 +190,6 @@ def safety_judge_rows(data_dir=None, n_refusal: int = 300, n_comply: int = 300, 
     return train, held, info
 
 
-def _bucket(prompt: str) -> int:
-    from alignx.data.decontam import normalize
-
-    return int(hashlib.sha256(normalize(prompt).encode()).hexdigest(), 16) % HELD_OUT_BUCKETS
-
-
 def hh_helpful_pairs(data_dir=None, split: str = "train", removed: dict[str, int] | None = None) -> list:
     """Single-turn HH helpful-base pairs (one human turn, the same context in both transcripts,
     two different answers), decontaminated against ``eval`` and ``judge-eval`` files (this removes
@@ -208,7 +202,7 @@ def hh_helpful_pairs(data_dir=None, split: str = "train", removed: dict[str, int
     rows = [r for r in load("hh_helpful", data_dir, skip_bad=True) if r.extra["turns"] == 1 and r.extra["same_context"]
             and r.chosen.strip() and r.rejected.strip() and r.chosen.strip() != r.rejected.strip()]
     rows = _clean(rows, "hh_helpful", removed if removed is not None else {}, data_dir)
-    return [r for r in rows if (_bucket(r.prompt) == 0) == (split == "heldout")]
+    return [r for r in rows if (hash_bucket(r.prompt, HELD_OUT_BUCKETS) == 0) == (split == "heldout")]
 
 
 def preference_judge_rows(data_dir=None, n_pairs: int = 400, seed: int = 0):
