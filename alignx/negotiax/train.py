@@ -234,14 +234,14 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, history = int(state["step"]), [tuple(h) for h in state["history"].tolist()]
+    device = next(nx.model.parameters()).device
+    acc = _accelerator(device)                  # refuses a DeepSpeed / FSDP launch before anything changes
     trainable = [p for p in nx.model.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)                 # the base (and any experts) stay frozen
-    device = next(nx.model.parameters()).device
-    acc = _accelerator(device)
-    step_loss, opt = acc.prepare(StepLoss(nx, cfg, variant, leave_out, tcfg.bf16), opt)
     t0 = time.time()
     try:
+        step_loss, opt = acc.prepare(StepLoss(nx, cfg, variant, leave_out, tcfg.bf16), opt)
         while step < tcfg.steps:
             if should_stop and should_stop():
                 _checkpoint(ckpt, circuit, opt, sched, step, history)
