@@ -31,7 +31,8 @@ OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 export HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False
 
-"$PY" -c 'import torch; p = torch.cuda.get_device_properties(0); print(f"GPU: {p.name}, {p.total_memory / 2**30:.1f} GiB, torch {torch.__version__}")'
+"$PY" -c 'import torch; p = torch.cuda.get_device_properties(0)
+print(f"GPU: {p.name}, {p.total_memory / 2**30:.1f} GiB, torch {torch.__version__}")'
 for bench in decode negotiax; do
     echo "== bench/$bench.py --device cuda --model $MODEL"
     "$PY" "bench/$bench.py" --device cuda --model "$MODEL" --experts-dir "$EXPERTS" --tokens "$TOKENS" \

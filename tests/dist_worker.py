@@ -71,7 +71,8 @@ def compare(one: Path, two: Path) -> dict:
     return {"experts_adapter_max_abs_diff": diff("experts/helpful/adapter_model.safetensors"),
             "dpo_adapter_max_abs_diff": diff("dpo/pba/adapter_model.safetensors"),
             "mac_circuit_max_abs_diff": diff("mac/full/circuit.safetensors"),
-            "eval_files_identical": {f: (one / "eval" / f).read_text() == (two / "eval" / f).read_text() for f in files},
+            "eval_files_identical": {f: (one / "eval" / f).read_text() == (two / "eval" / f).read_text()
+                                     for f in files},
             "eval_report_equal": report(one / "eval" / "report.json") == report(two / "eval" / "report.json")}
 
 

@@ -193,3 +193,24 @@ def test_two_processes_equal_one(tmp_path, data_dir):
     assert json.loads((b / "mac/full/card.json").read_text())["processes"] == {"processes": 2, "backend": "gloo"}
     assert json.loads((b / "eval/report.json").read_text())["run"]["processes"] == 2
     assert not list((b / "eval").glob("*.shard-*")) and not (b / "experts" / ".work" / "helpful").exists()
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_trains_the_same_adapter(tmp_path, data_dir):
+    """The paper presets' gradient checkpointing (non-reentrant, frozen peft base) only trades compute
+    for memory: the adapter equals the one trained without it."""
+    from safetensors.torch import load_file
+
+    from alignx.experts.config import preset
+    from alignx.experts.train import train_expert
+    from alignx.models import load_model
+
+    pairs = [(f"Name a colour, number {i}.", f"Blue is colour number {i}.") for i in range(8)]
+    out = {}
+    for gc in (False, True):
+        cfg = preset("tiny", max_steps=3, gradient_checkpointing=gc)
+        path = train_expert(load_model("tiny-random", device="cpu"), "helpful", tmp_path / str(gc), cfg,
+                            data_dir=data_dir, pairs=pairs)
+        out[gc] = load_file(path / "adapter_model.safetensors")
+    assert max(float(v.abs().max()) for k, v in out[True].items() if "lora_B" in k) > 1e-4
+    assert max(float((out[True][k] - out[False][k]).abs().max()) for k in out[True]) <= 1e-6
