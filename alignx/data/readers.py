@@ -4,8 +4,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from alignx.data.records import DataError
 
@@ -16,20 +17,39 @@ T = TypeVar("T")
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise DataError(path, "file not found")
+    if not path.is_file():
+        raise DataError(path, "not a regular file (a folder or a device?)")
     if path.stat().st_size == 0:
         raise DataError(path, "file is empty")
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn what a malformed file makes the standard readers raise into a ``DataError`` naming it:
+    bytes that are not UTF-8, nesting deeper than the parser's recursion limit, a CSV field over
+    ``csv.field_size_limit()``, an unreadable file."""
+    try:
+        yield
+    except DataError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise DataError(path, "nested too deeply to parse") from None
+    except csv.Error as exc:
+        raise DataError(path, f"malformed CSV: {exc}") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
 
 
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     _check_file(path)
     try:
-        with path.open(encoding="utf-8-sig") as f:
+        with reading(path), path.open(encoding="utf-8-sig") as f:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise DataError(path, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def read_json_list(path: str | Path, key: str | None = None) -> list[dict]:
@@ -51,7 +71,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     _check_file(path)
     rows = []
-    with path.open(encoding="utf-8-sig") as f:
+    with reading(path), path.open(encoding="utf-8-sig") as f:
         for i, line in enumerate(f):
             if not line.strip():
                 continue
@@ -67,7 +87,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def read_csv(path: str | Path, required: Iterable[str]) -> list[dict]:
     path = Path(path)
     _check_file(path)
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with reading(path), path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
