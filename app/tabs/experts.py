@@ -163,8 +163,8 @@ class Experts:
         try:
             with self._load_lock:
                 studio.add_expert(folder, name)
-        except AlignXError as exc:
-            raise gr.Error(str(exc)) from None
+        except AlignXError as exc:      # named by its choice, not by the server's folders
+            raise gr.Error(str(exc).replace(str(folder), choice)) from None
         gr.Info(f"Loaded expert {name!r}: mode expert:{name} is now in the Playground's list and a "
                 f"Side-by-side column.")
         return (self.table(), gr.update(choices=self.choices(), value=None),
