@@ -209,7 +209,7 @@ CASES: list[Case] = [
          fixed="a prompt of control characters was answered"),
     Case("prompt-lone-surrogate", r"not valid Unicode text \(a lone surrogate", cli=("generate", "hi \udcff", T),
          raw=_raw_gen(prompt='"hi \\ud800"'), fixed="UnicodeEncodeError deep in the tokenizer (CLI traceback, app: no message)"),
-    Case("prompt-over-the-context", r"the prompt is \d+ tokens long; the model reads at most 512",
+    Case("prompt-over-the-context", r"the prompt is \d+ tokens long; the model reads at most 4096",
          cli=("generate", LONG, T), api=_gen(LONG), fixed="a prompt of any length was decoded (minutes)"),
     Case("prompt-huge", r"the prompt is \d+ tokens long", cli=("generate", HUGE, T), api=_gen(HUGE),
          api_expect=r"characters long; the limit is 32,000",

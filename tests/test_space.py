@@ -265,3 +265,13 @@ def test_app_py_refuses_to_bind_all_interfaces_without_auth(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: refusing to serve on 0.0.0.0 without a login")
     assert time.perf_counter() - t0 < 30
+
+
+def test_app_py_refuses_a_file_that_is_not_a_votes_database(tmp_path):
+    bad = tmp_path / "votes.sqlite"
+    bad.write_bytes(b"this is not SQLite" * 100)
+    result = subprocess.run([sys.executable, "app.py", "--model", "tiny-random", "--votes-db", str(bad),
+                             "--port", str(free_port())], cwd=REPO, env=bare_env(tmp_path), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert re.search(r"error: .*votes\.sqlite: not a usable votes database", result.stderr.strip().splitlines()[-1])
