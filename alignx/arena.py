@@ -193,8 +193,12 @@ class VoteStore:
         self.path = Path(path) if path is not None else default_votes_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        try:
+            with closing(self._connect()) as db, db:
+                db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:     # not SQLite, or a SQLite file of something else
+            raise InvalidInput(f"{self.path}: not a usable votes database ({exc}); pass another --votes-db "
+                               f"or move this file away") from None
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)

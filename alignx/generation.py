@@ -61,6 +61,9 @@ class Sampling:
             raise InvalidInput(f"temperature must be in [0, 5] (0 = greedy), got {self.temperature}")
         if not 0.0 < float(self.top_p) <= 1.0:
             raise InvalidInput(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not -2 ** 63 <= self.seed < 2 ** 64):
+            raise InvalidInput(f"seed must be an integer in [-2**63, 2**64), got {self.seed!r}")
 
 
 @dataclass
@@ -74,8 +77,30 @@ class TokenEvent:
 StepFn = Callable[[Sequence[int]], "tuple[torch.Tensor, dict[str, float] | None]"]
 
 
+def check_text(text, what: str = "prompt") -> str:
+    """``text`` when it is a string the tokenizer can read, else ``InvalidInput``: a lone UTF-16
+    surrogate (what a non-UTF-8 byte in a command-line argument, or a JSON ``"\\ud800"``,
+    becomes in Python) cannot be encoded and would fail deep inside the tokenizer."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"the {what} must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"the {what} is not valid Unicode text (a lone surrogate "
+                           f"{text[exc.start]!r} at character {exc.start})") from None
+    return text
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` holds anything besides whitespace and control characters (Unicode Cc)."""
+    import unicodedata
+
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cc" for ch in text)
+
+
 def chat_prompt_ids(tokenizer, prompt: str, system: str | None = None) -> list[int]:
     """The model's chat template with a generation prompt; plain text if it has none."""
+    check_text(prompt)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     if getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
@@ -83,6 +108,20 @@ def chat_prompt_ids(tokenizer, prompt: str, system: str | None = None) -> list[i
             ids = ids["input_ids"]
         return list(ids)
     return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+
+
+def context_length(model) -> int | None:
+    """The most tokens the model reads at once (``config.max_position_embeddings``), or None."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def check_prompt_length(ids: Sequence[int], model) -> None:
+    """``InvalidInput`` when a templated prompt is longer than the model's context: decoding it
+    would take minutes and memory for an answer the model cannot condition on."""
+    n = context_length(model)
+    if n is not None and len(ids) > n:
+        raise InvalidInput(f"the prompt is {len(ids)} tokens long; the model reads at most {n}: shorten it")
 
 
 def template_margins(tokenizer) -> tuple[int, int]:

@@ -166,7 +166,7 @@ def _convert_gguf(folder: Path, target: Path) -> None:
         (tmp / "ALIGNX_SOURCE").write_text(f"gguf-wheel:{GGUF_FILE}\n")
 
 
-def _load_default(trust_remote_code: bool, **load):
+def _load_default(trust_remote_code: bool = False, **load):
     folder = _default_cache_folder()
     if not (folder / "config.json").exists():
         wheel = gguf_wheel_folder()

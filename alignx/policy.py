@@ -24,8 +24,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from alignx.generation import (BASE, ModelStep, Sampling, TokenEvent, chat_prompt_ids, decode, eos_ids,
-                               hf_generate_kwargs, left_pad, model_lock)
+from alignx.generation import (BASE, ModelStep, Sampling, TokenEvent, chat_prompt_ids, check_prompt_length, decode,
+                               eos_ids, hf_generate_kwargs, left_pad, model_lock)
 
 
 class Policy:
@@ -71,8 +71,10 @@ class Policy:
     def stream(self, prompt: str, sampling: Sampling | None = None,
                stop: threading.Event | None = None) -> Iterator[TokenEvent]:
         sampling = sampling or Sampling()
+        ids = self.prompt_ids(prompt)
+        check_prompt_length(ids, self.model)        # before make_step: a MoCaE step routes the prompt
         step = self.make_step(prompt)
-        yield from decode(step, self.prompt_ids(prompt), self.tokenizer, sampling, stop, self.eos)
+        yield from decode(step, ids, self.tokenizer, sampling, stop, self.eos)
 
     def answer(self, prompt: str, sampling: Sampling | None = None, stop: threading.Event | None = None) -> str:
         return "".join(ev.text for ev in self.stream(prompt, sampling, stop)).strip()
@@ -98,7 +100,10 @@ class Policy:
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         for s in range(0, len(prompts), batch_size):
             chunk = list(prompts[s:s + batch_size])
-            ids, mask = left_pad([self.prompt_ids(p) for p in chunk], pad, self.device)
+            rows_ids = [self.prompt_ids(p) for p in chunk]
+            for r in rows_ids:
+                check_prompt_length(r, self.model)
+            ids, mask = left_pad(rows_ids, pad, self.device)
             with self.lock:
                 new = rows(chunk, ids, mask, sampling, pad)
             for j, row in enumerate(new):

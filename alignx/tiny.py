@@ -51,11 +51,14 @@ def tiny_tokenizer():
 
 
 def tiny_config(vocab_size: int, hidden_size: int = 64, layers: int = 2):
+    """A small Llama config. ``max_position_embeddings`` (4096) is the context a policy checks prompts
+    against (``generation.check_prompt_length``): long enough for the personalization prompts; the
+    rotary embedding and the weights do not depend on it."""
     from transformers import LlamaConfig
 
     return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                       max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=0,
+                       max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=0,
                        eos_token_id=2, pad_token_id=0)
 
 

@@ -108,9 +108,26 @@ def _as_int(value, name: str) -> int:
     raise ValueError(f"{name} must be an integer, got {value!r}")
 
 
+MAX_PROMPT_CHARS = 32_000    # about 8k tokens, SmolLM2's context; a longer text is refused before tokenizing
+
+
 def check_prompt(prompt) -> str:
+    """The stripped prompt; ``gr.Error`` for an empty one, one over ``MAX_PROMPT_CHARS``, one that
+    is not valid Unicode or holds only control characters (the library also refuses a prompt longer
+    than the model's context, in tokens)."""
+    from alignx.errors import InvalidInput
+    from alignx.generation import check_text, has_visible_text
+
     if not isinstance(prompt, str) or not prompt.strip():
         raise gr.Error("Type a prompt first.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise gr.Error(f"The prompt is {len(prompt):,} characters long; the limit is {MAX_PROMPT_CHARS:,}.")
+    try:
+        check_text(prompt)
+    except InvalidInput as exc:
+        raise gr.Error(str(exc)) from None
+    if not has_visible_text(prompt):
+        raise gr.Error("The prompt holds only whitespace and control characters: type some text.")
     return prompt.strip()
 
 

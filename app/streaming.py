@@ -13,6 +13,10 @@ import queue
 import threading
 from typing import Callable, Iterator, TypeVar
 
+import gradio as gr
+
+from alignx.errors import AlignXError
+
 T = TypeVar("T")
 _DONE = object()
 
@@ -21,7 +25,8 @@ def iterate_in_thread(make: Callable[[], Iterator[T]], stop: threading.Event,
                       name: str = "alignx-generation", join_timeout: float = 60.0) -> Iterator[T]:
     """Iterate ``make()`` in a new thread; yield its newest item whenever one arrived.
 
-    An exception in the thread is raised here. ``stop`` must make the iterator end soon."""
+    An exception in the thread is raised here (the library's own ``AlignXError`` as a ``gr.Error``,
+    so the page and API clients see its message). ``stop`` must make the iterator end soon."""
     items: queue.Queue = queue.Queue()
 
     def work() -> None:
@@ -51,6 +56,8 @@ def iterate_in_thread(make: Callable[[], Iterator[T]], stop: threading.Event,
             if newest is not _DONE:
                 yield newest
             if done:
+                if isinstance(error, AlignXError):     # bad input found while generating: the user's message
+                    raise gr.Error(str(error)) from None
                 if error is not None:
                     raise error
                 return

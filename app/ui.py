@@ -6,7 +6,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.context import AppContext
+from app import zerogpu
+from app.context import MODEL_QUEUE, AppContext
 from app.tabs import about, arena, evaluation, experts, interpret, personalize, playground
 from app.tabs.routing_panel import MAX_SESSIONS as ROUTED_SESSIONS
 
@@ -20,7 +21,8 @@ def header_html(ctx: AppContext) -> str:
     facts = [("model", lm.name), ("weights", lm.source), ("device", str(lm.device)),
              ("experts", experts), ("router", "loaded" if studio.mocae is not None else "none")]
     items = "".join(f'<span class="fact"><b>{html.escape(k)}</b> {html.escape(v)}</span>' for k, v in facts)
-    notice = f'<div class="notice">{html.escape(ctx.notice)}</div>' if ctx.notice else ""
+    level = " notice-error" if lm.source == "tiny-random" else ""     # the no-model fallback: answers are noise
+    notice = f'<div class="notice{level}" id="ax-notice">{html.escape(ctx.notice)}</div>' if ctx.notice else ""
     return (f'<div class="ax-header"><div class="ax-title">AlignX Studio</div>'
             f'<div class="ax-sub">Helpful · harmless · honest: calibrated experts for one model</div>'
             f'<div class="ax-facts">{items}</div>{notice}</div>')
@@ -45,6 +47,7 @@ def build_demo(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("About", id="about", elem_id="tab-about"):
                 about.build(ctx)
     demo.queue(default_concurrency_limit=ctx.concurrency)
+    zerogpu.wrap_model_events(demo, MODEL_QUEUE)        # ZeroGPU Spaces: a GPU while the model runs
     return demo
 
 
@@ -55,10 +58,29 @@ MAX_UPLOAD = "20mb"     # training files and anything else uploaded: larger ones
 MAX_SESSIONS = ROUTED_SESSIONS
 
 
+def _unknown_endpoint(request, exc):
+    """A call to an API name the app does not have: 404 with the names it has (gradio's own answer
+    is a bare 500)."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": str(exc)}, status_code=404)
+
+
 def launch(demo: gr.Blocks, **kwargs):
-    """``demo.launch`` with the studio's theme and stylesheet (gradio 6 takes both here), an
-    upload size limit (``MAX_UPLOAD``) and at most ``MAX_SESSIONS`` sessions kept in memory."""
+    """``demo.launch`` with the studio's theme and stylesheet (gradio 6 takes both here), an upload
+    size limit (``MAX_UPLOAD``), at most ``MAX_SESSIONS`` sessions kept in memory, error messages
+    for API clients and a 404 for unknown endpoints.
+
+    ``show_error``: gradio sends the message of a ``gr.Error`` to the client but hides every other
+    error behind ``{"error": null}``, including its own checks of a malformed call (too few values,
+    a string for a slider, NaN for an integer); with it on, the client gets that one-line message
+    (never a traceback: that stays in the server log)."""
+    from gradio.route_utils import FnIndexInferError
+
     kwargs.setdefault("footer_links", ["api", "settings"])
     kwargs.setdefault("max_file_size", MAX_UPLOAD)
     kwargs.setdefault("state_session_capacity", MAX_SESSIONS)
-    return demo.launch(theme=THEME, css_paths=[CSS_FILE], **kwargs)
+    kwargs.setdefault("show_error", True)
+    app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+    app_kwargs.setdefault("exception_handlers", {FnIndexInferError: _unknown_endpoint})
+    return demo.launch(theme=THEME, css_paths=[CSS_FILE], app_kwargs=app_kwargs, **kwargs)

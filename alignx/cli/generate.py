@@ -31,11 +31,15 @@ def register(sub) -> None:
 
 def read_prompts(path: str) -> list[str]:
     from alignx.data import DataError
+    from alignx.data.readers import reading
 
     file = Path(path)
     if not file.exists():
         raise DataError(file, "file not found")
-    prompts = [line.strip() for line in file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    if not file.is_file():
+        raise DataError(file, "not a regular file (a folder or a device?)")
+    with reading(file):
+        prompts = [line.strip() for line in file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not prompts:
         raise DataError(file, "no prompts (the file is empty)")
     return prompts
@@ -46,11 +50,15 @@ def run(args: argparse.Namespace) -> int:
 
     from alignx import methods
     from alignx.experts.io import DEFAULT_EXPERTS_DIR
-    from alignx.generation import Sampling
+    from alignx.generation import Sampling, check_text, has_visible_text
     from alignx.studio import Studio
 
-    if bool(args.prompt) == bool(args.prompts_file):
+    if (args.prompt is None) == (args.prompts_file is None):
         raise InvalidInput("give either a prompt or --prompts-file")
+    if args.prompt is not None:
+        check_text(args.prompt)
+        if not has_visible_text(args.prompt):
+            raise InvalidInput("the prompt is empty (only whitespace or control characters)")
     if args.prompts_file and not args.out:
         raise InvalidInput("--prompts-file needs --out FILE.jsonl")
     sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed)

@@ -85,17 +85,22 @@ def _studio(args):
 
 
 def _bar(desc: str):
+    """(closer, progress callback): the tqdm bar opens on the first progress report, so an input
+    error raised before any work prints as one clean ``error:`` line, not glued to an empty bar."""
+    from types import SimpleNamespace
+
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, unit="step", file=sys.stderr)
+    state: dict = {}
 
     def progress(done: int, total: int, what: str) -> None:
+        bar = state.get("bar") or state.setdefault("bar", tqdm(desc=desc, unit="step", file=sys.stderr))
         bar.total = total
         bar.set_description(what)
         bar.n = done
         bar.refresh()
 
-    return bar, progress
+    return SimpleNamespace(close=lambda: state["bar"].close() if "bar" in state else None), progress
 
 
 def run(args: argparse.Namespace) -> int:

@@ -86,6 +86,8 @@ def load_safety_eval(name: str, *, data_dir: PathLike = None, source: PathLike =
     rows = read_json_list(path, key="instructions")
     raw = json.loads(path.read_text(encoding="utf-8-sig"))
     inputs = raw.get("inputs") or [""] * len(rows)
+    if not isinstance(inputs, list):
+        raise DataError(path, f"expected a list, got {type(inputs).__name__}", field="inputs")
     harmful = name not in ("I-Alpaca", "I-PhysicalSafetySafe")
     out = []
     for i, instr in enumerate(rows):
@@ -218,7 +220,7 @@ def _comparative_feedback(path: Path, i: int, value: Any) -> list[dict]:
 
         try:
             value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             raise DataError(path, "not a list of prompt/chosen/rejected objects", row=i,
                             field="Pair-wise Comparative Feedback") from None
     if not isinstance(value, list) or not all(

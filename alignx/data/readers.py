@@ -5,8 +5,9 @@ import csv
 import gzip
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from alignx.data.records import DataError
 
@@ -17,20 +18,39 @@ T = TypeVar("T")
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise DataError(path, "file not found")
+    if not path.is_file():
+        raise DataError(path, "not a regular file (a folder or a device?)")
     if path.stat().st_size == 0:
         raise DataError(path, "file is empty")
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn what a malformed file makes the standard readers raise into a ``DataError`` naming it:
+    bytes that are not UTF-8, nesting deeper than the parser's recursion limit, a CSV field over
+    ``csv.field_size_limit()``, an unreadable file."""
+    try:
+        yield
+    except DataError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise DataError(path, "nested too deeply to parse") from None
+    except csv.Error as exc:
+        raise DataError(path, f"malformed CSV: {exc}") from None
+    except (OSError, EOFError) as exc:          # gzip.BadGzipFile is an OSError, a truncated .gz an EOFError
+        raise DataError(path, f"cannot read the file ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
 
 
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     _check_file(path)
     try:
-        with path.open(encoding="utf-8-sig") as f:
+        with reading(path), path.open(encoding="utf-8-sig") as f:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise DataError(path, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def read_json_list(path: str | Path, key: str | None = None) -> list[dict]:
@@ -54,19 +74,14 @@ def read_jsonl(path: str | Path) -> list[dict]:
     _check_file(path)
     rows = []
     opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig") as f:
-            for i, line in enumerate(f):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(path, f"malformed JSON line: {exc.msg}", row=i) from None
-    except (OSError, EOFError) as exc:         # gzip.BadGzipFile is an OSError
-        raise DataError(path, f"cannot read ({type(exc).__name__}: {exc})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    with reading(path), opener(path, "rt", encoding="utf-8-sig") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(path, f"malformed JSON line: {exc.msg}", row=i) from None
     if not rows:
         raise DataError(path, "no rows")
     return rows
@@ -75,7 +90,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def read_csv(path: str | Path, required: Iterable[str]) -> list[dict]:
     path = Path(path)
     _check_file(path)
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with reading(path), path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]

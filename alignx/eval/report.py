@@ -187,14 +187,25 @@ def load_report(path: str | os.PathLike) -> dict:
     if p.is_dir():
         p = p / "report.json"
     try:
-        report = json.loads(p.read_text())
+        report = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MissingFile(f"{p}: no report.json here (run `python -m alignx eval --out ...` first)") from None
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{p}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise InvalidInput(f"{p}: JSON nested too deeply to parse") from None
+    except OSError as exc:
+        raise InvalidInput(f"{p}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+    if not isinstance(report, dict):
+        raise InvalidInput(f"{p}: not an eval report (a JSON object), got a {type(report).__name__}")
     missing = [k for k in (*COMPARE_KEYS, "run") if k not in report]
     if missing:
         raise InvalidInput(f"{p}: not an eval report, missing {missing}")
+    bad = [k for k in (*COMPARE_KEYS, "run") if not isinstance(report[k], dict)]
+    if bad:
+        raise InvalidInput(f"{p}: field(s) {bad} must be JSON objects")
     return report
 
 

@@ -30,7 +30,61 @@ def read_card(folder: Path) -> dict:
     path = Path(folder) / "card.json"
     if not path.exists():
         raise ExpertError(f"{folder} has no card.json: not a complete AlignX expert")
-    return json.loads(path.read_text())
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as exc:
+        raise ExpertError(f"{path}: not a readable JSON card ({type(exc).__name__}: {exc})") from None
+    if not isinstance(card, dict):
+        raise ExpertError(f"{path}: expected a JSON object, got {type(card).__name__}")
+    return card
+
+
+def check_adapter_files(folder: Path, model=None) -> None:
+    """An adapter folder peft can load onto ``model``: a JSON-object ``adapter_config.json`` of a
+    LoRA adapter and an ``adapter_model.safetensors`` whose header is intact (a truncated or non-
+    safetensors file is refused), and, with ``model``, every ``lora_A`` (r, in) / ``lora_B`` (out, r)
+    tensor names a module of the model with those ``in`` / ``out`` features. All of it is checked
+    before peft injects anything into the served model. No pickle: ``adapter_model.bin`` alone is refused."""
+    from safetensors import SafetensorError, safe_open
+
+    config = folder / "adapter_config.json"
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as exc:
+        raise ExpertError(f"{config}: not a readable JSON adapter config ({type(exc).__name__}: {exc})") from None
+    if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
+        raise ExpertError(f"{config}: not a LoRA adapter config (peft_type "
+                          f"{cfg.get('peft_type') if isinstance(cfg, dict) else None!r}, expected 'LORA')")
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ExpertError(f"{folder} has no adapter_model.safetensors (only safetensors adapters are loaded)")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except SafetensorError as exc:
+        raise ExpertError(f"{weights}: not a complete safetensors file ({exc})") from None
+    if not shapes:
+        raise ExpertError(f"{weights}: holds no tensors")
+    if model is not None:
+        _check_shapes(weights, shapes, model)
+
+
+def _check_shapes(weights: Path, shapes: dict[str, tuple], model) -> None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for key, shape in shapes.items():
+        for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
+            if not key.endswith(part):
+                continue
+            path = key[:-len(part)].removeprefix("base_model.model.")
+            try:
+                module = base.get_submodule(path)
+            except AttributeError:
+                raise ExpertError(f"{weights}: tensor {key} is for module {path!r}, which the base model "
+                                  f"does not have: an adapter of another model") from None
+            want = getattr(module, "in_features" if dim == 1 else "out_features", None)
+            if want is not None and len(shape) == 2 and shape[dim] != want:
+                raise ExpertError(f"{weights}: tensor {key} has shape {list(shape)}, but module {path!r} has "
+                                  f"{'in' if dim == 1 else 'out'}_features {want}: an adapter of another model")
 
 
 def list_experts(experts_dir: str | os.PathLike = DEFAULT_EXPERTS_DIR) -> dict[str, Path]:
@@ -91,10 +145,17 @@ def add_expert(lm, model, folder: Path, name: str | None = None, taken: set[str]
         raise ExpertError(f"{folder} has no adapter_config.json: not a peft adapter folder")
     card = read_card(folder)
     check_base(card, folder, lm.name, lm.source)
-    if hasattr(model, "peft_config"):
-        model.load_adapter(folder, adapter_name=name, is_trainable=False)
-    else:
-        model = PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False)
+    check_adapter_files(folder, model)
+    try:
+        if hasattr(model, "peft_config"):
+            model.load_adapter(folder, adapter_name=name, is_trainable=False)
+        else:
+            model = PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False)
+    except Exception as exc:  # noqa: BLE001 - shapes or modules of another base model: one clear error
+        if hasattr(model, "peft_config") and name in model.peft_config:
+            model.delete_adapter(name)          # leave the served model as it was
+        raise ExpertError(f"{folder} does not fit the base model {lm.name!r} ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0][:300]}); its card says {card.get('base_model')!r}") from None
     if move:
         model.to(lm.device)
         model.eval()

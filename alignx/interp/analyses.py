@@ -94,6 +94,9 @@ def difference(report: dict, base: dict) -> dict[str, list[list[float]]]:
     return out
 
 
+MAX_ATTRIBUTION_CHARS = 4_000
+
+
 def attribute(studio, mode: str, prompt: str, target: str | None = None, method: str = "feature_ablation",
               unit: str = "word", contrast_mode: str | None = None, n_steps: int = 24, max_new_tokens: int = 64,
               cache_dir=None, refresh: bool = False, progress: Progress = None) -> dict:
@@ -110,6 +113,9 @@ def attribute(studio, mode: str, prompt: str, target: str | None = None, method:
         raise unknown("attribution method", method, A.METHODS)
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidInput("attribution needs a non-empty prompt")
+    if len(prompt) > MAX_ATTRIBUTION_CHARS:   # feature ablation runs the model once per word
+        raise InvalidInput(f"attribution reads prompts of at most {MAX_ATTRIBUTION_CHARS:,} characters, "
+                           f"got {len(prompt):,}")
     if method == "feature_ablation":
         A.split_prompt(prompt, unit)                  # validates the unit before any model work
     policy = studio.policy(mode)

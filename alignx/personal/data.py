@@ -156,7 +156,7 @@ def _comments(path: Path, row: int, value: Any) -> tuple[str, ...]:
 
         try:
             value = ast.literal_eval(value) if value.strip().startswith("[") else [value]
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             raise DataError(path, "not a list of comments", row=row, field=COMMENTS) from None
     if not isinstance(value, list):
         raise DataError(path, f"expected a list of comments, got {type(value).__name__}", row=row, field=COMMENTS)

@@ -19,11 +19,13 @@ from alignx import methods
 from alignx.arena import K_FACTOR, INITIAL_ELO, STOPPED, Vote, badges, elo_ratings, stream_answers
 from alignx.data.records import AXES
 from alignx.errors import AlignXError
+from app import zerogpu
 from app.context import AppContext, Run, check_prompt, policy_for, sampling_from
 from app.examples import example_prompts
 from app.streaming import iterate_in_thread
 
 DEFAULT_MAX_TOKENS = 128
+MAX_ANSWER_CHARS = 50_000      # a voted answer (the longest generation, 2048 tokens, is far shorter)
 
 
 class Comparison(Run):
@@ -133,7 +135,18 @@ class Arena:
             yield {m: a.text if a.ended else a.text.lstrip() for m, a in answers.items()}
 
     def api_vote(self, prompt: str, answers: dict, winner: str, axis: str) -> dict:
-        """Record that `winner` (a mode) gave the best of `answers` ({mode: answer}) on `axis`."""
+        """Record that `winner` (a mode) gave the best of `answers` ({mode: answer}) on `axis`.
+        Every key of `answers` must be a mode this app serves, every answer a string of at most
+        MAX_ANSWER_CHARS characters."""
+        if not isinstance(answers, dict):
+            raise gr.Error(f"answers must be a JSON object {{mode: answer}}, got {type(answers).__name__}")
+        unknown = sorted(set(map(str, answers)) - set(methods.modes(self.ctx.studio, include_unlisted=True)))
+        if unknown:
+            raise gr.Error(f"answers name mode(s) this app does not serve: {unknown[:5]}; available: "
+                           f"{', '.join(self.modes)}")
+        long = [m for m, a in answers.items() if isinstance(a, str) and len(a) > MAX_ANSWER_CHARS]
+        if long:
+            raise gr.Error(f"the answer of {long[0]} is longer than {MAX_ANSWER_CHARS:,} characters")
         return self.record_vote(check_prompt(prompt), answers, winner, axis, {"source": "api"})
 
     def api_leaderboard(self) -> dict:
@@ -258,7 +271,7 @@ def build(ctx: AppContext, demo: gr.Blocks, tab: gr.Tab | None = None) -> None:
 
         start = gr.on([compare_btn.click, prompt.submit], lambda: [""] * len(outputs), None, outputs,
                       queue=False, api_name="clear_columns", api_visibility="private")
-        gen = start.then(compare, [prompt, max_new_tokens, temperature, top_p, seed, run], outputs,
+        gen = start.then(zerogpu.gpu(compare), [prompt, max_new_tokens, temperature, top_p, seed, run], outputs,
                          api_name="compare_columns", api_visibility="private", **ctx.model_events())
         stop_btn.click(functools.partial(cb.stop, n_columns=len(modes)), run, outputs, cancels=[gen], queue=False,
                        api_name="stop_compare", api_visibility="private", show_progress="hidden")

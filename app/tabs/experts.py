@@ -46,6 +46,49 @@ def check_name(name) -> str:
     return name.strip()
 
 
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, every link resolved, lies in ``root`` (resolved too)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except OSError:          # a link loop
+        return False
+
+
+def uploads_only(component: gr.File) -> gr.File:
+    """Make ``component`` accept only files uploaded to this server (gradio's upload folder).
+
+    An API client can send a file input as ``{"path": ...}`` naming a file on the server, or as a
+    URL for the server to download. Gradio refuses a server path that was not uploaded ("not
+    uploaded by a user") but downloads a URL (blocking private addresses). The copy-to-cache step
+    every input file passes through (``[async_]move_resource_to_block_cache``) is guarded on this
+    instance: a URL is refused, and so, as a second line behind gradio's check, is any path
+    outside the upload folder."""
+    from gradio.utils import get_upload_folder
+    from gradio_client.utils import is_http_url_like
+
+    def check(path) -> None:
+        if path is None:
+            return
+        if is_http_url_like(str(path)):
+            raise gr.Error("Upload the training file; a URL is not fetched.")
+        if not inside(Path(path), Path(get_upload_folder())):
+            raise gr.Error(f"{Path(str(path)).name!r} was not uploaded to this server: upload the file "
+                           f"(gradio_client: handle_file); server paths are refused.")
+
+    move, move_async = component.move_resource_to_block_cache, component.async_move_resource_to_block_cache
+
+    def guarded(path):
+        check(path)
+        return move(path)
+
+    async def guarded_async(path):
+        check(path)
+        return await move_async(path)
+
+    component.move_resource_to_block_cache, component.async_move_resource_to_block_cache = guarded, guarded_async
+    return component
+
+
 def loss_figure(points: list[tuple[int, float]], axis: str = ""):
     import plotly.graph_objects as go
 
@@ -82,13 +125,15 @@ class Experts:
         return {"experts": Path(self.ctx.studio.experts_dir or DEFAULT_EXPERTS_DIR), "runs": Path(self.ctx.runs_dir)}
 
     def folders(self) -> dict[str, Path]:
-        """Loadable adapter folders by choice name: ``NAME`` (experts folder) or ``runs/NAME``."""
+        """Loadable adapter folders by choice name: ``NAME`` (experts folder) or ``runs/NAME``. A
+        folder that resolves outside its root (a symlink pointing elsewhere) is not offered."""
         from alignx.experts.io import list_experts
 
         out = {}
         for root_name, root in self.roots().items():
             for name, path in list_experts(root).items():
-                out[name if root_name == "experts" else f"runs/{name}"] = path
+                if inside(path, root):
+                    out[name if root_name == "experts" else f"runs/{name}"] = path
         return out
 
     def table(self) -> list[list]:
@@ -109,7 +154,8 @@ class Experts:
         name = check_name(rest if prefix == "runs" and rest else choice)
         folder = self.folders().get(choice)
         if folder is None:
-            raise gr.Error(f"{choice!r} is not an adapter folder of the experts or runs folder.")
+            raise gr.Error(f"{choice!r} is not an adapter folder of the experts or runs folder (a link "
+                           f"to a folder elsewhere is not one).")
         studio = self.ctx.studio
         from alignx import methods
         from alignx.errors import AlignXError
@@ -117,8 +163,8 @@ class Experts:
         try:
             with self._load_lock:
                 studio.add_expert(folder, name)
-        except AlignXError as exc:
-            raise gr.Error(str(exc)) from None
+        except AlignXError as exc:      # named by its choice, not by the server's folders
+            raise gr.Error(str(exc).replace(str(folder), choice)) from None
         gr.Info(f"Loaded expert {name!r}: mode expert:{name} is now in the Playground's list and a "
                 f"Side-by-side column.")
         return (self.table(), gr.update(choices=self.choices(), value=None),
@@ -242,8 +288,9 @@ def build(ctx: AppContext, playground_mode=None) -> None:
                 preset_name = gr.Radio(list(PRESETS), value="tiny", label="Preset", elem_id="train-preset",
                                        info="tiny: a 2-step demo · cpu: the shipped recipe (minutes)")
                 source = gr.Radio(list(SOURCES), value="uploaded file", label="Data", elem_id="train-source")
-            upload = gr.File(label="Training file (.json / .jsonl / .csv: prompt,response or Alpaca rows)",
-                             file_types=[".json", ".jsonl", ".csv"], type="filepath", elem_id="train-file", height=120)
+            upload = uploads_only(gr.File(label="Training file (.json / .jsonl / .csv: prompt,response or Alpaca rows)",
+                                          file_types=[".json", ".jsonl", ".csv"], type="filepath", elem_id="train-file",
+                                          height=120))
             with gr.Row():
                 train_btn = gr.Button("Train", variant="primary", elem_id="train-start")
                 cancel_btn = gr.Button("Cancel", variant="stop", elem_id="train-cancel")

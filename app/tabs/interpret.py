@@ -14,7 +14,7 @@ import gradio as gr
 from alignx.errors import AlignXError
 from alignx.interp import analyses as A
 from alignx.interp import figures as F
-from app.context import AppContext, Run
+from app.context import MAX_PROMPT_CHARS, AppContext, Run
 from app.routing import empty_figure
 
 ANALYSES = ("Head importance", "Token attribution", "Forgetting", "Blind spots")
@@ -41,6 +41,17 @@ def eval_runs(ctx: AppContext, depth: int = 3) -> list[tuple[str, str]]:
             if len(path.relative_to(root).parts) <= depth + 1 and (path.parent / "samples.jsonl").is_file():
                 found.append((f"{root.name}/{path.parent.relative_to(root)}", str(path.parent)))
     return found
+
+
+def _number(value, label: str, lo: float, hi: float, integer: bool = False):
+    """A finite number in [lo, hi] (an integer when ``integer``), else ``gr.Error`` naming the control."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or not lo <= value <= hi:
+        raise gr.Error(f"{label} must be a number in [{lo}, {hi}], got {value!r}")
+    if integer:
+        if value != int(value):
+            raise gr.Error(f"{label} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
 
 
 def _when(report: dict) -> str:
@@ -128,6 +139,8 @@ class Interpret:
         name = MAC_VIEWS.get(view)
         if name is None:
             raise gr.Error(f"unknown MAC view {view!r}; available: {', '.join(MAC_VIEWS)}")
+        if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
+            raise gr.Error(f"The prompt is {len(prompt):,} characters long; the limit is {MAX_PROMPT_CHARS:,}.")
         run.begin()
         progress((0, 1), desc=f"MAC: {view.lower()}")
         try:
@@ -166,6 +179,9 @@ class Interpret:
     def run(self, analysis, mode, objective, n_rows, top_k, diff, prompt, target, method, contrast, runs, threshold,
             run: Run, mac_view=None, mac_prompt=None, progress=gr.Progress()):
         """One entry point for the Run button: figure, HTML, status markdown, the JSON result."""
+        n_rows, top_k, threshold = (_number(n_rows, "Held-out rows", 1, 10_000, integer=True),
+                                    _number(top_k, "Check the top k", 0, 10_000, integer=True),
+                                    _number(threshold, "Router confidence", 0.0, 1.0))
         if analysis == MAC:
             return self.mac(mode, mac_view or next(iter(MAC_VIEWS)), mac_prompt, run, progress)
         if analysis == "Head importance":
@@ -228,10 +244,12 @@ def build(ctx: AppContext, tab: gr.Tab | None = None) -> None:
                 gr.update(visible=a in ("Forgetting", "Blind spots")), gr.update(visible=a == MAC),
                 gr.update(visible=a not in ("Forgetting", "Blind spots"), choices=choices, value=choices[0]))
 
-    analysis.change(show, analysis, [heads_box, attr_box, runs_box, mac_box, mode], queue=False)
+    analysis.change(show, analysis, [heads_box, attr_box, runs_box, mac_box, mode], queue=False,
+                    api_visibility="private")
     event = go_btn.click(cb.run, [analysis, mode, objective, n_rows, top_k, diff, prompt, target, method, contrast,
                                   runs, threshold, run, mac_view, mac_prompt], [plot, html_out, status, result],
                          api_name="interpret", **ctx.model_events())
-    cancel.click(lambda r: r.request_stop() and None, run, None, cancels=[event], queue=False)
+    cancel.click(lambda r: r.request_stop() and None, run, None, cancels=[event], queue=False,
+                 api_visibility="private")
     if tab is not None:
-        tab.select(lambda: gr.update(choices=eval_runs(ctx)), None, runs, queue=False)
+        tab.select(lambda: gr.update(choices=eval_runs(ctx)), None, runs, queue=False, api_visibility="private")

@@ -240,8 +240,11 @@ class Personalize:
         prof = self.profile(source, psoups_user, history, comments, poles, prompt)
         policies = self.policies(prof.user)
         answers = {}
-        for answers in stream_answers(policies, prompt, sampling):
-            pass
+        try:
+            for answers in stream_answers(policies, prompt, sampling):
+                pass
+        except AlignXError as exc:
+            raise _error(exc) from None
         return {"user": prof.label, "profile_text": prof.stated, "inferred_profile": prof.inferred,
                 "preferences": prof.preferences, "notes": prof.notes, "modes": {"base": "base", **self.modes()},
                 "routing": {"default": prof.routes[0].probabilities, "user": prof.routes[1].probabilities}
