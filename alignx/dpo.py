@@ -27,8 +27,11 @@ from alignx.errors import InvalidInput
 HELP = {
     "rank": "LoRA rank r", "alpha": "LoRA alpha (scaling alpha / r)", "dropout": "LoRA dropout",
     "target_modules": "linear layers that get a LoRA", "beta": "DPO beta: strength of the KL anchor to pi_ref",
-    "learning_rate": "AdamW learning rate", "epochs": "passes over the training pairs", "batch_size": "pairs per step",
-    "grad_accum": "steps accumulated per update", "max_length": "prompt + response tokens kept (longer: the start of the prompt is cut)",
+    "learning_rate": "AdamW learning rate", "epochs": "passes over the training pairs",
+    "batch_size": "pairs per forward on one device (the global batch batch_size x grad_accum is kept on any "
+                  "number of processes: alignx.distributed.batch_plan)",
+    "grad_accum": "steps accumulated per update (on one process)",
+    "max_length": "prompt + response tokens kept (longer: the start of the prompt is cut)",
     "sft_weight": "weight of the NLL of the chosen answer added to the DPO loss (0 = pure DPO)",
     "min_pairs": "ICA: fewest history pairs sampled per training prompt (the paper: 0)",
     "max_steps": "stop after this many updates (-1 = the epochs)", "save_steps": "checkpoint every N updates",

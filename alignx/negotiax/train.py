@@ -229,7 +229,6 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
     step, history = 0, []
     ckpt = work / "checkpoint.pt"
     if resume and ckpt.is_file():
-<<<<<<< HEAD
         try:                                    # written atomically: torn only if copied or edited by hand
             state = torch.load(ckpt, weights_only=True)
             circuit.load_state_dict(state["circuit"])
@@ -240,15 +239,8 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
             raise InvalidInput(f"{ckpt}: not a readable Train_MAC checkpoint of this circuit "
                                f"({exc.__class__.__name__}: {str(exc)[:200]}); "
                                "delete it or run without --resume") from None
-=======
-        state = torch.load(ckpt, weights_only=True)
-        circuit.load_state_dict(state["circuit"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, history = int(state["step"]), [tuple(h) for h in state["history"].tolist()]
     device = next(nx.model.parameters()).device
     acc = _accelerator(device)                  # refuses a DeepSpeed / FSDP launch before anything changes
->>>>>>> distributed
     trainable = [p for p in nx.model.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)                 # the base (and any experts) stay frozen

@@ -31,62 +31,6 @@ from alignx.errors import InvalidInput, unknown
 log = logging.getLogger(__name__)
 METHODS = ("ica", "pba")
 
-<<<<<<< HEAD
-=======
-HELP = {
-    "rank": "LoRA rank r", "alpha": "LoRA alpha (scaling alpha / r)", "dropout": "LoRA dropout",
-    "target_modules": "linear layers that get a LoRA", "beta": "DPO beta: strength of the KL anchor to pi_ref",
-    "learning_rate": "AdamW learning rate", "epochs": "passes over the training pairs",
-    "batch_size": "pairs per forward on one device (the global batch batch_size x grad_accum is kept on any "
-                  "number of processes: alignx.distributed.batch_plan)",
-    "grad_accum": "steps accumulated per update (on one process)",
-    "max_length": "prompt + response tokens kept (longer: the start of the prompt is cut)",
-    "sft_weight": "weight of the NLL of the chosen answer added to the DPO loss (0 = pure DPO)",
-    "min_pairs": "ICA: fewest history pairs sampled per training prompt (the paper: 0)",
-    "max_steps": "stop after this many updates (-1 = the epochs)", "save_steps": "checkpoint every N updates",
-    "warmup_ratio": "share of updates with a linear warm-up", "seed": "seed for LoRA init, order and history samples",
-    "layers_fraction": "LoRA only in the top share of the layers (backward stops there: cheaper on a CPU)",
-    "bf16": "bfloat16 autocast (None: where the CPU or GPU supports it)",
-    "gradient_checkpointing": "recompute activations in the backward pass (less memory, one more forward)",
-}
-
-
-@dataclass(frozen=True)
-class DPOPreset:
-    name: str = "cpu"
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    beta: float = 0.1
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    batch_size: int = 4
-    grad_accum: int = 2
-    max_length: int = 640
-    sft_weight: float = 0.0
-    min_pairs: int = 1
-    max_steps: int = -1
-    save_steps: int = 20
-    warmup_ratio: float = 0.1
-    layers_fraction: float = 1.0
-    bf16: bool | None = None
-    gradient_checkpointing: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("rank", "alpha", "batch_size", "grad_accum", "max_length", "save_steps"):
-            if int(getattr(self, name)) < 1:
-                raise InvalidInput(f"preset {self.name!r}: {name} must be >= 1, got {getattr(self, name)}")
-        if not self.beta > 0 or not self.learning_rate > 0 or not self.epochs > 0:
-            raise InvalidInput(f"preset {self.name!r}: beta, learning_rate and epochs must be > 0")
-        if not 0 < self.layers_fraction <= 1:
-            raise InvalidInput(f"preset {self.name!r}: layers_fraction must be in (0, 1], got {self.layers_fraction}")
-        if not 0 <= self.min_pairs <= 4:
-            raise InvalidInput(f"preset {self.name!r}: min_pairs must be in 0..4, got {self.min_pairs}")
-
-
->>>>>>> distributed
 PRESETS = {
     "tiny": DPOPreset("tiny", rank=4, alpha=8, target_modules=("q_proj", "v_proj"), learning_rate=1e-3,
                       batch_size=2, grad_accum=1, max_length=512, max_steps=2, save_steps=1),
