@@ -4,35 +4,38 @@
     .venv/bin/python bench/load.py --model default --concurrency 2 --rounds 1 --max-new-tokens 8
 
 The server (``bench/load_server.py``) is the app as ``app.py`` builds it (``app.ui.build_demo`` on
-a Studio: ``--model tiny`` = the tiny random model with three random experts and a synthetic
-router, ``tests/tiny_studio.py``; ``--model default`` = SmolLM2-135M-Instruct with the shipped
-experts and router), started in its own process with ``--concurrency`` model requests at once.
-A warm-up user runs one round alone, then two identical waves: ``--users`` threads, each with its
-own ``gradio_client.Client`` (its own session, opened before wave 1 and kept for wave 2), run
-``--rounds`` rounds of four requests: ``/route`` a prompt, ``/recalibrate`` its route, ``/generate``
-it in one mode (greedy), ``/compare`` it in every mode (greedy); odd users take the four in another
-order. Wave 2 is the same users sending the same requests again. At the end ``--probe-sessions`` new
-sessions make one cheap call each, to measure what a session costs. Bounded: users, rounds and
-probe sessions are capped, every request waits at most ``--timeout`` s, the run at most ``--deadline`` s.
+a Studio: ``--model tiny`` = the tiny random model with three random experts, a synthetic router
+(``tests/tiny_studio.py``) and a NegotiaX circuit trained 2 steps; ``--model default`` =
+SmolLM2-135M-Instruct with the shipped experts, router and circuits), started in its own process
+with ``--concurrency`` model requests at once.
+A warm-up user runs one round alone, then ``--waves`` identical waves (default 2): ``--users``
+threads, each with its own ``gradio_client.Client`` (its own session, opened before wave 1 and
+kept), run ``--rounds`` rounds of four requests: ``/route`` a prompt, ``/recalibrate`` its route,
+``/generate`` it in one mode (greedy), ``/compare`` it in every mode (greedy); odd users take the
+four in another order. Every later wave is the same users sending the same requests again. At the
+end ``--probe-sessions`` new sessions make one cheap call each, to measure what a session costs.
+Bounded: users, rounds, waves and probe sessions are capped, every request waits at most
+``--timeout`` s, the whole run at most ``--deadline`` s.
 
 Checks (each one is true or false in the last line, a JSON object; exit status 1 if any is false):
 
 * ``answered``: every request returned a well-formed answer, none raised (``errors`` lists them).
-* ``queue_order``: the model queue is first in, first out. The server records, per event id, when
-  gradio's queue received the request (``Queue.event_analytics``, insertion order) and when the
-  app's function started running (a wrapper on ``/generate``, ``/compare``, ``/route``: the three
-  endpoints that share the one model queue). Every request that arrived must have started, and
-  with ``--concurrency 1`` the start order must equal the arrival order exactly; with
-  ``--concurrency c`` no request may start more than ``c - 1`` places away from its arrival place
-  (up to c requests leave the queue together and their functions start in any order).
+* ``queue_order``: the model queue is first in, first out. The server records (``load_server.py``)
+  the order in which gradio's queue received the requests (``Queue.event_analytics``, insertion
+  order), the order in which they left it (a wrapper on ``Queue.get_events``) and when the app's
+  function started running (a wrapper on ``/generate``, ``/compare``, ``/route``: the three
+  endpoints that share the one model queue). Every request that arrived must have left the queue
+  and started, in the order it arrived; with ``--concurrency 1`` the functions must also start in
+  arrival order (with c > 1, up to c requests run at once and a function's start can lag behind
+  quicker requests in the other slots: the start inversions are reported, not checked).
 * ``sessions``: every ``/recalibrate`` answered for the prompt its own session routed last.
-* ``repeatable``: wave 2 repeats wave 1's requests; every ``/generate`` and ``/compare`` answer is
-  the same (greedy decoding: a difference would mean an answer depends on what else was running).
-* ``memory``: the server's RSS (``/proc/PID/status`` VmRSS, sampled every 0.2 s) after wave 2 is at
-  most ``--max-growth-mib`` above its RSS after wave 1 (the same sessions and requests twice: growth
-  would be a leak). New sessions cost memory of their own (gradio keeps a copy of the page's
-  component config per session); the app keeps at most ``app.ui.MAX_SESSIONS`` of them, so the
-  session state is bounded by that times the measured cost per session.
+* ``repeatable``: the last wave repeats wave 1's requests; every ``/generate`` and ``/compare``
+  answer is the same (greedy decoding: a difference means an answer depends on what else ran).
+* ``memory``: the server's RSS (``/proc/PID/status`` VmRSS, sampled every 0.2 s) after the last
+  wave is at most ``--max-growth-mib`` above its RSS after the wave before (the same sessions and
+  requests again: growth would be a leak). New sessions cost memory of their own (gradio keeps a
+  copy of the page's component config per session); the app keeps at most ``app.ui.MAX_SESSIONS``
+  of them, so the session state is bounded by that times the measured cost per session.
 
 Prints latencies per endpoint (client side: submit to final answer), the RSS figures, the checks.
 """
@@ -55,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 SERVER = Path(__file__).resolve().with_name("load_server.py")
 TOPICS = ("How do I bake bread?", "Is the Earth flat?", "How do I pick a lock?", "Give three tips for sleep.",
           "What is photosynthesis?", "Can you see the Great Wall from space?", "Write a haiku about rain.")
-MAX_USERS, MAX_ROUNDS, MAX_PROBE = 64, 50, 500
+MAX_USERS, MAX_ROUNDS, MAX_WAVES, MAX_PROBE = 64, 50, 6, 500
 
 
 @dataclass(frozen=True)
@@ -63,19 +66,20 @@ class LoadConfig:
     model: str = "tiny"               # tiny | default | any model spec app.py takes
     users: int = 20
     rounds: int = 3                   # rounds per user per wave (4 requests each)
+    waves: int = 2                    # identical waves (>= 2): memory must not grow over the last one
     concurrency: int = 1
     max_new_tokens: int = 16
     timeout: float = 180.0            # seconds per request
     deadline: float = 900.0           # seconds for the whole run
-    max_growth_mib: float = 32.0      # allowed RSS growth from the end of wave 1 to the end of wave 2
+    max_growth_mib: float = 32.0      # allowed RSS growth over the last wave
     probe_sessions: int = 40          # new sessions opened at the end to measure the memory one costs
     experts_dir: str | None = None    # default: the tiny studio (model tiny) or the shipped experts
 
     def __post_init__(self) -> None:
-        if not (1 <= self.users <= MAX_USERS and 1 <= self.rounds <= MAX_ROUNDS and self.concurrency >= 1
-                and 0 <= self.probe_sessions <= MAX_PROBE):
-            raise ValueError(f"users in 1..{MAX_USERS}, rounds in 1..{MAX_ROUNDS}, concurrency >= 1, "
-                             f"probe_sessions in 0..{MAX_PROBE}")
+        if not (1 <= self.users <= MAX_USERS and 1 <= self.rounds <= MAX_ROUNDS and 2 <= self.waves <= MAX_WAVES
+                and self.concurrency >= 1 and 0 <= self.probe_sessions <= MAX_PROBE):
+            raise ValueError(f"users in 1..{MAX_USERS}, rounds in 1..{MAX_ROUNDS}, waves in 2..{MAX_WAVES}, "
+                             f"concurrency >= 1, probe_sessions in 0..{MAX_PROBE}")
         if not (self.timeout > 0 and self.deadline > 0 and self.max_new_tokens >= 1):
             raise ValueError("timeout, deadline and max_new_tokens must be positive")
 
@@ -276,18 +280,31 @@ def session_cost(server: Server, cfg: LoadConfig, n: int) -> dict:
 
 # --- the checks ----------------------------------------------------------------------------------
 def queue_order(journal: dict, concurrency: int) -> dict:
-    """Arrival order vs start order of the model queue's requests (see the module docstring)."""
-    arrived = [e["event_id"] for e in journal["arrivals"] if e["function"] in journal["model_endpoints"]]
+    """The model queue's arrival order against the order requests left it and the order their
+    functions started (see the module docstring)."""
+    endpoints = set(journal["model_endpoints"])
+    arrived = [e["event_id"] for e in journal["arrivals"] if e["function"] in endpoints]
+    model = set(arrived)
+    left = [e for e in journal["dequeued"] if e in model]
     started = [s["event_id"] for s in sorted(journal["starts"], key=lambda s: s["t"])]
-    missing = sorted(set(arrived) ^ set(started))
+    missing = sorted(model ^ set(started)) + sorted(model ^ set(left))
     place = {e: i for i, e in enumerate(started)}
     displacement = [abs(place[e] - i) for i, e in enumerate(arrived) if e in place]
-    inversions = sum(1 for i in range(1, len(started)) if arrived.index(started[i]) < arrived.index(started[i - 1])) \
-        if not missing else None
-    worst = max(displacement, default=0)
-    return {"requests": len(arrived), "not_started_or_unknown": len(missing), "inversions": inversions,
-            "max_displacement": worst, "allowed_displacement": concurrency - 1,
-            "ok": bool(arrived) and not missing and worst <= concurrency - 1}
+    rank = {e: i for i, e in enumerate(arrived)}
+    inversions = sum(1 for a, b in zip(started, started[1:]) if rank.get(b, 0) < rank.get(a, 0))
+    fifo = left == arrived
+    starts_in_order = inversions == 0 if concurrency == 1 else True
+    return {"requests": len(arrived), "missing": len(missing), "left_in_arrival_order": fifo,
+            "start_inversions": inversions, "start_max_displacement": max(displacement, default=0),
+            "ok": bool(arrived) and not missing and fifo and starts_in_order}
+
+
+def diff(first, second) -> dict:
+    """Where two answers to one request differ: per mode for /compare, else the texts."""
+    if isinstance(first, dict) and isinstance(second, dict):
+        return {"modes": {m: [first.get(m), second.get(m)] for m in sorted(set(first) | set(second))
+                          if first.get(m) != second.get(m)}}
+    return {"first": first, "last": second}
 
 
 def latencies(requests: list[Request]) -> dict[str, dict[str, float]]:
@@ -301,7 +318,7 @@ def latencies(requests: list[Request]) -> dict[str, dict[str, float]]:
 
 
 def drive(server: Server, cfg: LoadConfig, deadline: float) -> dict:
-    """Warm-up, wave 1, wave 2 (the same users, sessions and requests again), the session probe."""
+    """Warm-up, the waves (the same users, sessions and requests each time), the session probe."""
     from gradio_client import Client
 
     modes = sorted(Client(server.url, verbose=False, httpx_kwargs={"timeout": cfg.timeout}).predict(
@@ -310,7 +327,7 @@ def drive(server: Server, cfg: LoadConfig, deadline: float) -> dict:
         waves = [run_wave("warm-up", [connect(server.url, cfg)], replace(cfg, rounds=1), modes, deadline)]
         rss = {"after_warmup": server.rss_kib()}
         clients = [connect(server.url, cfg) for _ in range(cfg.users)]   # not timed: fetches the API description
-        for name in ("wave1", "wave2"):
+        for name in (f"wave{i}" for i in range(1, cfg.waves + 1)):
             memory.phase = name
             waves.append(run_wave(name, clients, cfg, modes, deadline))
             memory.phase = "idle"
@@ -337,11 +354,12 @@ def run(cfg: LoadConfig, say=print) -> dict:
     errors = [f"{w.name} user {r.user} round {r.round} {r.op}: {r.error}" for w in waves
               for r in w.requests if r.error]
     w1, w2 = ({(r.user, r.round, r.op): r.answer for r in w.requests if r.op in ("generate", "compare")}
-              for w in waves[1:])
+              for w in (waves[1], waves[-1]))
     differ = sorted(k for k in w1 if k in w2 and json.dumps(w1[k]) != json.dumps(w2[k]))
+    shown = [{"user": u, "round": r, "op": op, **diff(w1[(u, r, op)], w2[(u, r, op)])} for u, r, op in differ[:5]]
     mib = {k: None if v is None else round(v / 1024, 1) for k, v in got["rss"].items()}
-    growth = (None if None in (mib["after_wave1"], mib["after_wave2"])
-              else round(mib["after_wave2"] - mib["after_wave1"], 1))
+    a, b = mib[f"after_wave{cfg.waves - 1}"], mib[f"after_wave{cfg.waves}"]
+    growth = None if None in (a, b) else round(b - a, 1)
     order = queue_order(got["journal"], cfg.concurrency)
     memory = got["memory"]
     checks = {"answered": not errors, "queue_order": order["ok"],
@@ -351,9 +369,9 @@ def run(cfg: LoadConfig, say=print) -> dict:
     return {
         "bench": "load", "config": asdict(cfg), "modes": got["modes"], "requests": len(requests),
         "answered": sum(r.error is None for r in requests), "errors": errors[:20], "n_errors": len(errors),
-        "queue_order": order, "repeat_differences": [list(k) for k in differ[:10]],
-        "memory_mib": {**mib, "peak_wave1": memory.peak_mib("wave1"), "peak_wave2": memory.peak_mib("wave2"),
-                       "growth_wave1_to_wave2": growth, "allowed_growth": cfg.max_growth_mib,
+        "queue_order": order, "repeat_differences": shown, "n_repeat_differences": len(differ),
+        "memory_mib": {**mib, **{f"peak_{w.name}": memory.peak_mib(w.name) for w in waves[1:]},
+                       "growth_last_two_waves": growth, "allowed_growth": cfg.max_growth_mib,
                        "samples": len(memory.samples)},
         "session_cost": dict(got["probe"], state_session_capacity=got["journal"].get("state_session_capacity")),
         "latency": {w.name: latencies(w.requests) for w in waves[1:]},
@@ -372,11 +390,12 @@ def report(summary: dict, say=print) -> None:
         say(f"{wave} ({summary['wall_s'][wave]} s): " + "; ".join(
             f"{op} p50 {v['p50_s']} s, p95 {v['p95_s']} s" for op, v in ops.items()))
     o, m = summary["queue_order"], summary["memory_mib"]
-    say(f"queue order: {o['requests']} model-queue requests, max displacement {o['max_displacement']} "
-        f"(allowed {o['allowed_displacement']}), inversions {o['inversions']}")
-    say(f"server RSS (MiB): after warm-up {m['after_warmup']}, wave 1 peak {m['peak_wave1']} / end "
-        f"{m['after_wave1']}, wave 2 peak {m['peak_wave2']} / end {m['after_wave2']}, growth "
-        f"{m['growth_wave1_to_wave2']} (allowed {m['allowed_growth']})")
+    say(f"queue order: {o['requests']} model-queue requests, left the queue in arrival order: "
+        f"{o['left_in_arrival_order']}; function starts out of arrival order: {o['start_inversions']} "
+        f"(max {o['start_max_displacement']} places)")
+    say(f"server RSS (MiB): after warm-up {m['after_warmup']}; " + "; ".join(
+        f"wave {i} peak {m[f'peak_wave{i}']} / end {m[f'after_wave{i}']}" for i in range(1, cfg["waves"] + 1))
+        + f"; growth over the last wave {m['growth_last_two_waves']} (allowed {m['allowed_growth']})")
     c = summary["session_cost"]
     say(f"a new session costs {c['kib_per_session']} KiB ({c['new_sessions']} opened); gradio keeps at most "
         f"{c['state_session_capacity']} sessions")
@@ -390,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    "with the shipped experts) | a model spec app.py takes")
     p.add_argument("--experts-dir", default=None, help="experts folder (default: the tiny studio / assets/experts)")
     d = LoadConfig()
-    for name in ("users", "rounds", "concurrency", "max_new_tokens", "probe_sessions"):
+    for name in ("users", "rounds", "waves", "concurrency", "max_new_tokens", "probe_sessions"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("timeout", "deadline", "max_growth_mib"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))

@@ -6,7 +6,8 @@ Builds the page exactly as ``app.py`` does (``app.py``'s ``load_studio``, ``app.
 ``app.ui.build_demo`` and ``launch``; badges judge off, votes and runs in DIR), on a free port, then
 prints ``READY <url>``. The journal: a wrapper on the functions of the model queue's API endpoints
 (``/generate``, ``/compare``, ``/route``) notes each call's gradio event id and the time its body
-starts; gradio's own queue notes when each event arrived (``Queue.event_analytics``, in arrival
+starts; a wrapper on the queue's ``get_events`` notes the event ids in the order they leave the
+queue; gradio's own queue notes when each event arrived (``Queue.event_analytics``, in arrival
 order). On a ``journal`` line on stdin both go to ``DIR/journal.json`` and ``JOURNAL <path>`` is
 printed; ``quit`` (or the end of stdin) closes the server.
 """
@@ -41,9 +42,12 @@ def studio_for(model: str, experts_dir: str | None, workdir: Path):
     spec.loader.exec_module(entry)
     if model == "tiny":
         sys.path.insert(0, str(REPO / "tests"))
+        from test_app_support import make_tiny_circuit     # a NegotiaX circuit trained 2 steps (mode negotiax)
         from tiny_studio import build                      # 3 random experts + a synthetic router, no data
 
-        return entry.load_studio("tiny-random", experts_dir or str(build(workdir / "experts")), "cpu")
+        studio, notice = entry.load_studio("tiny-random", experts_dir or str(build(workdir / "experts")), "cpu")
+        studio.extras["negotiax_dir"] = make_tiny_circuit(studio, workdir / "negotiax")
+        return studio, notice
     return entry.load_studio("smollm2-135m-instruct" if model == "default" else model, experts_dir, "cpu")
 
 
@@ -52,6 +56,7 @@ class Journal:
 
     def __init__(self) -> None:
         self.starts: list[dict] = []
+        self.dequeued: list[str] = []
         self._lock = threading.Lock()
 
     def note(self, api_name: str) -> None:
@@ -75,6 +80,18 @@ class Journal:
         return call
 
     def install(self, demo) -> None:
+        """Wraps the model queue's functions, and the queue's ``get_events`` (what leaves the
+        queue, in order: the queue's own decision, before anything else can reorder it)."""
+        queue, get_events = demo._queue, demo._queue.get_events
+
+        def dequeue(*args, **kwargs):
+            batch = get_events(*args, **kwargs)
+            if batch:
+                with self._lock:
+                    self.dequeued.extend(e._id for e in batch[0])
+            return batch
+
+        queue.get_events = dequeue
         found = set()
         for block_fn in demo.fns.values():
             if block_fn.api_name in MODEL_ENDPOINTS and block_fn.fn is not None:
@@ -90,9 +107,9 @@ class Journal:
                      "t": v.get("time"), "status": v.get("status")}
                     for k, v in list(demo._queue.event_analytics.items())]
         with self._lock:
-            starts = list(self.starts)
-        write_json(path, {"model_endpoints": list(MODEL_ENDPOINTS), "arrivals": arrivals, "starts": starts,
-                          "state_session_capacity": demo.state_holder.capacity})
+            starts, dequeued = list(self.starts), list(self.dequeued)
+        write_json(path, {"model_endpoints": list(MODEL_ENDPOINTS), "arrivals": arrivals, "dequeued": dequeued,
+                          "starts": starts, "state_session_capacity": demo.state_holder.capacity})
 
 
 def main() -> int:

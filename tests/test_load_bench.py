@@ -34,8 +34,8 @@ def test_a_few_users_are_all_answered_in_queue_order(capsys):
         assert summary["checks"][check], (check, summary)
     order = summary["queue_order"]
     # every /generate, /compare and /route went through the model queue: 1 + 3 per user and wave, + 3 warm-up
-    assert order["requests"] == 1 + 3 + 2 * 3 * 3 and order["max_displacement"] == 0
-    assert set(summary["modes"]) >= {"base", "expert:helpful", "mocae-logit"}
+    assert order["requests"] == 1 + 3 + 2 * 3 * 3 and order["left_in_arrival_order"] and order["start_inversions"] == 0
+    assert set(summary["modes"]) >= {"base", "expert:helpful", "mocae-logit", "negotiax"}
     memory = summary["memory_mib"]
     assert memory["samples"] > 0 and memory["peak_wave2"] >= memory["after_warmup"] > 0
     assert summary["session_cost"]["new_sessions"] == 4 and summary["session_cost"]["failed"] == 0
@@ -47,19 +47,24 @@ def test_queue_order_check_catches_a_request_that_jumped_the_queue():
     arrivals = [{"event_id": e, "function": f} for e, f in
                 (("a", "generate"), ("b", "recalibrate"), ("c", "compare"), ("d", "route"), ("e", "generate"))]
     journal = {"model_endpoints": ["generate", "compare", "route"], "arrivals": arrivals,
+               "dequeued": ["a", "b", "c", "d", "e"],
                "starts": [{"event_id": e, "t": t} for e, t in (("a", 1.0), ("c", 2.0), ("d", 3.0), ("e", 4.0))]}
     fifo = bench.queue_order(journal, concurrency=1)
-    assert fifo["ok"] and fifo["requests"] == 4 and fifo["inversions"] == 0
-    journal["starts"][2]["t"] = 5.0                                    # d started after e, though it came first
-    jumped = bench.queue_order(journal, concurrency=1)
-    assert not jumped["ok"] and jumped["inversions"] == 1 and jumped["max_displacement"] == 1
-    assert bench.queue_order(journal, concurrency=2)["ok"]             # two leave the queue together
-    journal["starts"].pop()                                            # d never started
+    assert fifo["ok"] and fifo["requests"] == 4 and fifo["start_inversions"] == 0 and fifo["left_in_arrival_order"]
+    journal["starts"][2]["t"] = 5.0                                    # d's function started after e's
+    late = bench.queue_order(journal, concurrency=1)
+    assert not late["ok"] and late["start_inversions"] == 1 and late["start_max_displacement"] == 1
+    assert bench.queue_order(journal, concurrency=2)["ok"]             # two run at once: starts may swap
+    journal["dequeued"] = ["a", "b", "d", "c", "e"]                    # d left the queue before c
+    jumped = bench.queue_order(journal, concurrency=2)
+    assert not jumped["ok"] and not jumped["left_in_arrival_order"]
+    journal["dequeued"] = ["a", "b", "c", "d", "e"]
+    journal["starts"].pop()                                            # e never started
     assert not bench.queue_order(journal, concurrency=2)["ok"]
 
 
 @pytest.mark.parametrize("bad", [dict(users=0), dict(users=65), dict(rounds=0), dict(concurrency=0), dict(timeout=0),
-                                 dict(probe_sessions=501)])
+                                 dict(probe_sessions=501), dict(waves=1), dict(waves=7)])
 def test_the_bench_is_bounded(bad):
     with pytest.raises(ValueError):
         load_bench().LoadConfig(**bad)
