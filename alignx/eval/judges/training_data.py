@@ -229,8 +229,8 @@ def preference_judge_rows(data_dir=None, n_pairs: int = 400, seed: int = 0):
             "eval_prompts_removed": removed,
             "selection": f"single-turn HH helpful-base pairs; held out: normalised-prompt sha256 % "
                          f"{HELD_OUT_BUCKETS} == 0; random.Random({seed}).sample of {n_pairs} train pairs",
-            "label_noise": "HH preferences are single crowd-worker choices: reward models reach about 0.65-0.73 "
-                           "on them, so a linear head on 135M features cannot be expected to reach 0.80"}
+            "label_noise": "HH preferences are single crowd-worker choices between two samples of one model: "
+                           "noisy labels, and many pairs differ little"}
     return rows, pairs, info
 
 
