@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)   # gradio's own startup probes
     args = parse_args(argv)
+    from app.memory import limit_malloc
+
+    limit_malloc()                      # before the model loads: memory stays flat under load (app/memory.py)
     from alignx.arena import VoteStore
     from alignx.models import ModelNotFoundError
 
