@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    from app.memory import limit_malloc
+
+    limit_malloc()                      # before the model loads: memory stays flat under load (app/memory.py)
     from alignx.arena import VoteStore
     from alignx.errors import AlignXError
     from alignx.models import ModelNotFoundError

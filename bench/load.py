@@ -382,7 +382,7 @@ def run(cfg: LoadConfig, say=print) -> dict:
 
 def report(summary: dict, say=print) -> None:
     cfg = summary["config"]
-    say(f"{cfg['users']} users x {cfg['rounds']} rounds x 4 requests, two waves (+ a warm-up round): "
+    say(f"{cfg['users']} users x {cfg['rounds']} rounds x 4 requests, {cfg['waves']} waves (+ a warm-up round): "
         f"{summary['answered']}/{summary['requests']} answered, {summary['n_errors']} errors")
     for e in summary["errors"]:
         say(f"  error: {e}")

@@ -2,14 +2,15 @@
 
     python bench/load_server.py --model tiny|default|SPEC --concurrency N --workdir DIR [--experts-dir D]
 
-Builds the page exactly as ``app.py`` does (``app.py``'s ``load_studio``, ``app.context.AppContext``,
-``app.ui.build_demo`` and ``launch``; badges judge off, votes and runs in DIR), on a free port, then
-prints ``READY <url>``. The journal: a wrapper on the functions of the model queue's API endpoints
-(``/generate``, ``/compare``, ``/route``) notes each call's gradio event id and the time its body
-starts; a wrapper on the queue's ``get_events`` notes the event ids in the order they leave the
-queue; gradio's own queue notes when each event arrived (``Queue.event_analytics``, in arrival
-order). On a ``journal`` line on stdin both go to ``DIR/journal.json`` and ``JOURNAL <path>`` is
-printed; ``quit`` (or the end of stdin) closes the server.
+Builds the page exactly as ``app.py`` does (``app.memory.limit_malloc``, then ``app.py``'s
+``load_studio``, ``app.context.AppContext``, ``app.ui.build_demo`` and ``launch``; badges judge off,
+votes and runs in DIR), on a free port, then prints ``READY <url>``. The journal: a wrapper on the
+functions of the model queue's API endpoints (``/generate``, ``/compare``, ``/route``) notes each
+call's gradio event id and the time its body starts; a wrapper on the queue's ``get_events`` notes
+the event ids in the order they leave the queue; gradio's own queue notes when each event arrived
+(``Queue.event_analytics``, in arrival order). On a ``journal`` line on stdin all three go to
+``DIR/journal.json`` and ``JOURNAL <path>`` is printed; ``quit`` (or the end of stdin) closes the
+server.
 """
 from __future__ import annotations
 
@@ -120,6 +121,9 @@ def main() -> int:
     p.add_argument("--workdir", required=True)
     args = p.parse_args()
     workdir = Path(args.workdir)
+    from app.memory import limit_malloc
+
+    limit_malloc()                                         # as app.py does first
     from alignx.arena import VoteStore
     from app.context import AppContext
     from app.ui import build_demo, launch

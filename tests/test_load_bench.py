@@ -85,3 +85,15 @@ def test_the_app_keeps_a_bounded_number_of_sessions():
     assert demo.kwargs["state_session_capacity"] == MAX_SESSIONS == ROUTES < 10000
     launch(demo, state_session_capacity=7)
     assert demo.kwargs["state_session_capacity"] == 7
+
+
+def test_limit_malloc_caps_glibc_arenas_unless_the_environment_chose(monkeypatch):
+    import platform
+
+    from app.memory import limit_malloc
+
+    for var in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"):
+        monkeypatch.delenv(var, raising=False)
+    assert limit_malloc() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc() is False
