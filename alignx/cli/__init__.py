@@ -10,7 +10,7 @@ import sys
 from alignx.errors import AlignXError
 
 COMMANDS = ["generate", "train_experts", "route", "train_router", "eval", "compare", "sweep", "train_judges", "personal",
-            "interp", "train_mac", "ablate", "data", "judge_accuracy"]
+            "interp", "train_mac", "ablate", "data", "judge_accuracy", "routing_eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:
