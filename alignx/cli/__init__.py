@@ -10,7 +10,7 @@ import sys
 from alignx.errors import AlignXError
 
 COMMANDS = ["generate", "train_experts", "route", "train_router", "eval", "compare", "sweep", "train_judges", "personal",
-            "interp", "train_mac", "ablate", "data", "judge_accuracy", "check_data"]
+            "interp", "train_mac", "ablate", "data", "judge_accuracy", "check_data", "routing_eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -144,19 +144,63 @@ def heldout_prompts(data_dir=None, per_axis: int = 100, seed: int = 0) -> tuple[
     return prompts, labels
 
 
-def axis_prompt_pools(data_dir=None, seed: int = 0,
-                      removed: dict[str, int] | None = None) -> dict[str, list[list[str]]]:
+ROUTER_SOURCES = ("v1", "v2")
+# v2: the second-wave prompt sources per axis (registry names; "truthfulqa_train_half" is the
+# TruthfulQA training half). OKTest and CoCoNot-pref prompts (benign requests with harmful-looking
+# words, to be complied with) join helpful so that wording alone does not send a prompt to harmless.
+V2_SOURCES: dict[str, tuple[str, ...]] = {
+    "helpful": ("alpaca_31k", "lima", "gsm8k", "hh_helpful", "oktest", "coconot_pref"),
+    "harmless": ("advbench", "strongreject", "tdc2023", "harmbench_val", "catqa", "dangerousqa", "harmfulqa",
+                 "do_not_answer", "pku_pairs", "hh_harmless"),
+    "honest": ("selfaware", "simpleqa", "halueval", "truthfulqa_train_half"),
+}
+# Sources whose prompts are not all harmful (red-team openers, PKU's mixed prompts): a prompt is
+# kept as harmless only if it holds a word of HARM_WORDS (``looks_harmful``); the rest are dropped.
+NOISY_HARMLESS = ("hh_harmless", "pku_pairs")
+HARM_WORDS = frozenset("""kill killing murder hurt harm attack bomb explosive explosives weapon weapons gun guns shoot
+poison steal stealing stole rob robbery theft shoplift hack hacking hacker drug drugs cocaine heroin meth illegal
+illegally crime criminal fraud scam counterfeit launder laundering blackmail kidnap torture abuse assault rape
+racist racism slur slurs nigger hate violent violence terrorist terrorism suicide knife stab cheat cheating
+smuggle traffic trafficking prostitute porn sexual nude fight punch beat revenge threaten threat insult insults
+offensive dirty cuss curse swear fuck fucking shit bitch damn stupid idiot dumb ugly fat lie lying spy stalk
+arson burn vandalize break destroy dangerous lethal overdose bully harass harassment discriminate
+""".split())
+
+
+def looks_harmful(prompt: str) -> bool:
+    """True when ``prompt`` holds a word of ``HARM_WORDS`` (lower-cased ``\\w+`` words)."""
+    import re
+
+    return bool(HARM_WORDS & set(re.findall(r"[a-z]+", prompt.lower())))
+
+
+def _v2_records(name: str, data_dir, seed: int) -> list:
+    from alignx.data.registry import load
+
+    if name == "truthfulqa_train_half":
+        return D.split_half(D.load_truthfulqa(data_dir=data_dir))[0]
+    return load(name, data_dir, skip_bad=True)
+
+
+def axis_prompt_pools(data_dir=None, seed: int = 0, removed: dict[str, int] | None = None,
+                      sources: str = "v1") -> dict[str, list[list[str]]]:
     """Per axis, the training sources of its prompts, each shuffled, none holding an evaluation
     prompt (``alignx.data.decontam``: exact and near duplicates of every ``eval`` file removed).
 
+    ``sources="v1"`` (what the shipped latent heads and router were fitted on):
     helpful: Alpaca instructions and HH-RLHF helpful-base first turns (Alpaca alone is formal
     one-line tasks, so a router fitted on it alone sends conversational requests to the harmless
     expert; AlpacaEval, which played that part before, is an evaluation file: never trained on);
     harmless: safety-tuned-llamas harmful instructions and the BeaverTails training-half prompts;
-    honest: the TruthfulQA training half. ``removed`` (if given) receives the rows dropped per source."""
+    honest: the TruthfulQA training half.
+    ``sources="v2"``: ``V2_SOURCES``; ``NOISY_HARMLESS`` sources keep only ``looks_harmful``
+    prompts (counted as ``"<source>:not_harmful"`` in ``removed``).
+    ``removed`` (if given) receives the rows dropped per source."""
     from alignx.data.decontam import EvalIndex
     from alignx.data.registry import load
 
+    if sources not in ROUTER_SOURCES:
+        raise InvalidInput(f"unknown prompt sources {sources!r}; available: {', '.join(ROUTER_SOURCES)}")
     index = EvalIndex.build(data_dir)
     removed = removed if removed is not None else {}
 
@@ -165,7 +209,19 @@ def axis_prompt_pools(data_dir=None, seed: int = 0,
         removed[name] = report.removed
         return [r.prompt for r in kept]
 
-    sources = {
+    if sources == "v2":
+        pools: dict[str, list[list[str]]] = {}
+        for axis, names in V2_SOURCES.items():
+            pools[axis] = []
+            for name in names:
+                prompts = clean(_v2_records(name, data_dir, seed), name)
+                if name in NOISY_HARMLESS:
+                    kept = [p for p in prompts if looks_harmful(p)]
+                    removed[f"{name}:not_harmful"] = len(prompts) - len(kept)
+                    prompts = kept
+                pools[axis].append(prompts)
+        return {axis: [_sample(list(dict.fromkeys(src)), 10**9, seed) for src in srcs] for axis, srcs in pools.items()}
+    pools_v1 = {
         "helpful": [clean(D.load_alpaca(data_dir=data_dir, skip_bad=True), "alpaca"),
                     clean(load("hh_helpful", data_dir, skip_bad=True), "hh_helpful")],
         "harmless": [clean(D.load_safety_instructions(data_dir=data_dir, skip_bad=True), "safety_instructions"),
@@ -173,17 +229,30 @@ def axis_prompt_pools(data_dir=None, seed: int = 0,
                            "beavertails_train_half")],
         "honest": [clean(D.split_half(D.load_truthfulqa(data_dir=data_dir))[0], "truthfulqa_train_half")],
     }
-    return {axis: [_sample(list(dict.fromkeys(src)), 10**9, seed) for src in srcs] for axis, srcs in sources.items()}
+    return {axis: [_sample(list(dict.fromkeys(src)), 10**9, seed) for src in srcs] for axis, srcs in pools_v1.items()}
 
 
 def axis_prompts(data_dir=None, per_axis: int = 150, seed: int = 0, part: int = 0,
-                 removed: dict[str, int] | None = None) -> tuple[list[str], list[str]]:
+                 removed: dict[str, int] | None = None, sources: str = "v1",
+                 exclude: set[str] | None = None) -> tuple[list[str], list[str]]:
     """``per_axis`` prompts of each axis from half ``part`` of its sources (part 0: the latent
-    heads', part 1: the router's, disjoint), taken round-robin over the sources."""
+    heads', part 1: the router's, disjoint), taken round-robin over the sources; prompts in
+    ``exclude`` are skipped (and a prompt labelled with two axes is kept under neither)."""
     prompts: list[str] = []
     labels: list[str] = []
-    for axis, srcs in axis_prompt_pools(data_dir, seed, removed).items():
-        halves = [src[part::2] for src in srcs]
+    pools = axis_prompt_pools(data_dir, seed, removed, sources)
+    seen: dict[str, set[str]] = {}
+    for axis, srcs in pools.items():
+        for src in srcs:
+            for p in src:
+                seen.setdefault(p, set()).add(axis)
+    from alignx.data.decontam import normalize
+
+    skip = {normalize(p) for p in exclude or ()}
+    if sources != "v1":
+        skip |= {normalize(p) for p, axes in seen.items() if len(axes) > 1}
+    for axis, srcs in pools.items():
+        halves = [[p for p in src[part::2] if not skip or normalize(p) not in skip] for src in srcs]
         mixed = [p for group in zip_longest(*halves) for p in group if p is not None]
         chosen = mixed[:per_axis]
         prompts += chosen
@@ -213,9 +282,19 @@ def train_prompts(data_dir=None, per_axis: int = 150, seed: int = 0) -> tuple[li
 
 
 def router_prompts(data_dir=None, per_axis: int = 250, seed: int = 0,
-                   removed: dict[str, int] | None = None) -> tuple[list[str], list[str]]:
-    """The router's training prompts: ``axis_prompts`` part 1, disjoint from the latent heads'."""
-    return axis_prompts(data_dir, per_axis, seed, part=1, removed=removed)
+                   removed: dict[str, int] | None = None, sources: str = "v1") -> tuple[list[str], list[str]]:
+    """The router's training prompts: ``axis_prompts`` part 1, disjoint from the latent heads'
+    (with ``sources="v2"``, every prompt of the v1 sources' part 0, which the shipped heads
+    were fitted on, and every prompt of the held-out reserve -- ``heldout_prompts`` at
+    ``HELDOUT_MAX`` and the whole held-out BeaverTails half -- are excluded as well, equal after
+    ``alignx.data.decontam.normalize``)."""
+    exclude = None
+    if sources != "v1":
+        v1 = axis_prompt_pools(data_dir, seed, None, "v1")
+        exclude = {p for srcs in v1.values() for src in srcs for p in src[0::2]}
+        exclude |= set(heldout_prompts(data_dir, HELDOUT_MAX, seed)[0])
+        exclude |= {r.prompt for r in D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[1]}
+    return axis_prompts(data_dir, per_axis, seed, part=1, removed=removed, sources=sources, exclude=exclude)
 
 
 @dataclass

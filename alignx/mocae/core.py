@@ -211,26 +211,30 @@ class MoCaE:
 
     # --- persistence ------------------------------------------------------------------------
     @classmethod
-    def load(cls, model, tokenizer, experts_dir: str | Path) -> "MoCaE":
+    def load(cls, model, tokenizer, experts_dir: str | Path, router_dir: str | Path | None = None) -> "MoCaE":
+        """The experts' latent space from ``experts_dir``; the router from ``router_dir``
+        (default ``experts_dir/router``: another folder lets a candidate router be evaluated)."""
         from safetensors.torch import load_file
 
         root = Path(experts_dir)
-        card = json.loads((root / "router" / "card.json").read_text())
+        folder = Path(router_dir) if router_dir is not None else root / "router"
+        card = json.loads((folder / "card.json").read_text())
         space = LatentSpace.load(root)
         if space.experts != card["experts"]:
-            raise InvalidInput(f"router in {root / 'router'} was trained for experts {card['experts']}, "
+            raise InvalidInput(f"router in {folder} was trained for experts {card['experts']}, "
                              f"the latent space has {space.experts}: retrain the router")
-        t = load_file(root / "router" / "router.safetensors")
+        t = load_file(folder / "router.safetensors")
         clusters = Clusters(t["cluster_centers"], t["cluster_center_labels"], t["cluster_priors"], card["eps"])
         defaults = Calibration(**card.get("calibration", {}))
         return cls(model, tokenizer, space, Router(t["weight"], t["bias"]), clusters, card["temperatures"], card,
                    defaults)
 
-    def save(self, experts_dir: str | Path, card: dict) -> None:
-        """``router/router.safetensors`` (W_r, b, clusters) then ``router/card.json``, each atomically."""
+    def save(self, experts_dir: str | Path, card: dict, router_dir: str | Path | None = None) -> None:
+        """``router/router.safetensors`` (W_r, b, clusters) then ``router/card.json``, each atomically
+        (in ``router_dir`` instead of ``experts_dir/router`` when given)."""
         from alignx import atomic
 
-        folder = Path(experts_dir) / "router"
+        folder = Path(router_dir) if router_dir is not None else Path(experts_dir) / "router"
         atomic.save_safetensors(folder / "router.safetensors", {
             "weight": self.router.weight.contiguous(), "bias": self.router.bias.contiguous(),
             "cluster_centers": self.clusters.centers.contiguous(),

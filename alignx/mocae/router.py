@@ -119,3 +119,50 @@ class Clusters:
 
     def prior(self, cluster: int, n_experts: int) -> torch.Tensor:
         return self.priors[cluster] if cluster >= 0 else torch.full((n_experts,), 1.0 / n_experts)
+
+
+@dataclass
+class MLPRouter:
+    """A small MLP router over the same latent features: logits = W_2 relu(W_1 z + b_1) + b_2.
+
+    Same contract as ``Router`` (``logits(z)``); fitted full-batch with AdamW on cross-entropy
+    (W_1 ~ N(0, 1/D), W_2 ~ N(0, 1/H) from a generator seeded with ``seed``, biases 0)."""
+
+    w1: torch.Tensor              # (hidden, D)
+    b1: torch.Tensor              # (hidden,)
+    w2: torch.Tensor              # (n_experts, hidden)
+    b2: torch.Tensor              # (n_experts,)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        return F.relu(z @ self.w1.T + self.b1) @ self.w2.T + self.b2
+
+    @classmethod
+    def fit(cls, z: torch.Tensor, y: torch.Tensor, n_experts: int, hidden: int = 64, steps: int = 300,
+            lr: float = 1e-2, weight_decay: float = 0.01, seed: int = 0) -> tuple["MLPRouter", float]:
+        g = torch.Generator().manual_seed(seed)
+        d = z.shape[1]
+        params = [t.requires_grad_() for t in (torch.randn(hidden, d, generator=g) / d ** 0.5, torch.zeros(hidden),
+                                                torch.randn(n_experts, hidden, generator=g) / hidden ** 0.5,
+                                                torch.zeros(n_experts))]
+        z = z.float()
+        with torch.enable_grad():
+            loss = probes.minimize(params, lambda: F.cross_entropy(cls(*params).logits(z), y), optimizer="adamw",
+                                   steps=steps, lr=lr, weight_decay=weight_decay)
+        return cls(*(p.detach().clone() for p in params)), loss
+
+    @classmethod
+    def fit_cv(cls, z: torch.Tensor, y: torch.Tensor, n_experts: int, hiddens=(32, 128),
+               weight_decays=(0.01, 1.0), folds: int = 5, seed: int = 0, **kw) -> tuple["MLPRouter", float, dict]:
+        """``fit`` with (hidden size, weight decay) chosen by ``folds``-fold CV accuracy on the
+        training prompts only (the folds of ``Router.fit_cv``); ties -> smaller hidden, larger decay."""
+        grid = [(h, wd) for h in hiddens for wd in weight_decays]
+
+        def correct(hw, train, test) -> int:
+            r, _ = cls.fit(z[train], y[train], n_experts, hidden=hw[0], weight_decay=hw[1], seed=seed, **kw)
+            return int((r.logits(z[test]).argmax(-1) == y[test]).sum())
+
+        scores = probes.cross_validate(grid, probes.kfold(len(y), folds, seed), correct, lambda c: sum(c) / len(y))
+        best = probes.best(scores, tiebreak=lambda hw: (-hw[0], hw[1]))
+        router, loss = cls.fit(z, y, n_experts, hidden=best[0], weight_decay=best[1], seed=seed, **kw)
+        return router, loss, {"hidden": best[0], "weight_decay": best[1],
+                              "cv_accuracy": {f"h{h}_wd{wd}": v for (h, wd), v in scores.items()}}

@@ -72,10 +72,15 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
                 temperature_rows: int = 24, eps: float = EPS, min_samples: int = MIN_SAMPLES, seed: int = 0,
                 balanced: bool = False, command: str | None = None,
                 progress: Callable[[str], None] = lambda m: None,
-                extra_prompts: dict[str, tuple[list[str], list[str]]] | None = None) -> MoCaE:
+                extra_prompts: dict[str, tuple[list[str], list[str]]] | None = None, sources: str = "v1",
+                feature_cache: bool = False, router_dir=None, routing_eval_per_source: int = 0) -> MoCaE:
     """Fit the router, clusters and expert temperatures for the experts of ``studio`` (any number
     of objectives, two at least). ``extra_prompts`` gives (train, held-out) routing prompts for
-    objectives without a built-in source (the built-in ones: helpful, harmless, honest)."""
+    objectives without a built-in source (the built-in ones: helpful, harmless, honest).
+    ``sources``: the prompt sources of ``alignx.experts.latent.router_prompts`` (v1 | v2);
+    ``feature_cache``: encode through ``alignx.mocae.feature_cache.CachedFeatures``;
+    ``router_dir``: save there instead of EXPERTS_DIR/router; ``routing_eval_per_source`` > 0:
+    the card also holds ``alignx.mocae.routing_eval`` on every held-out routing set."""
     if studio.experts_dir is None or not studio.experts:
         raise InvalidInput("the Studio has no experts loaded: train experts first")
     t0 = time.time()
@@ -92,16 +97,23 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
         if a in index:
             extra_train[a], report = eval_index.filter(list(tr), f"extra:{a}")
             removed[report.source] = report.removed
-    prompts, labels = _prompts(router_prompts(data_dir, per_axis, seed, removed), index, extra_train)
+    prompts, labels = _prompts(router_prompts(data_dir, per_axis, seed, removed, sources), index, extra_train)
     progress(f"encoding {len(prompts)} training prompts with {len(experts) + 1} adapters")
-    z = space.encode(studio.model, studio.tokenizer, prompts)
+    cached = None
+    if feature_cache:
+        from alignx.mocae.feature_cache import CachedFeatures
+
+        cached = CachedFeatures.for_space(studio, space)
+    encode = (lambda ps: cached.latents(space, ps)) if cached is not None else \
+        (lambda ps: space.encode(studio.model, studio.tokenizer, ps))
+    z = encode(prompts)
     y = torch.tensor([index[a] for a in labels])
     router, loss, selection = Router.fit_cv(z, y, len(experts), steps=router_steps, seed=seed,
                                              balanced=balanced)
     test_prompts, test_labels = _prompts(heldout_prompts(data_dir, heldout_per_axis, seed), index,
                                          {a: list(te) for a, (_, te) in extra.items() if a in index})
     progress(f"encoding {len(test_prompts)} held-out prompts")
-    z_test = space.encode(studio.model, studio.tokenizer, test_prompts)
+    z_test = encode(test_prompts)
     y_test = torch.tensor([index[a] for a in test_labels])
     pred = router.logits(z_test).argmax(-1)
     confusion = torch.zeros(len(experts), len(experts), dtype=torch.long)
@@ -135,8 +147,9 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
         "kind": "alignx-mocae-router", "base_model": studio.lm.name, "router_shape": list(router.weight.shape),
         "router_train_loss": loss, "router_selection": selection, "min_samples": min_samples,
         "data": {"train_prompts": len(prompts), "train_per_axis": {a: labels.count(a) for a in index},
-                 "train_sources": "alignx.experts.latent.router_prompts: the half of each axis's sources the "
-                                  "latent heads were not fitted on",
+                 "train_sources": f"alignx.experts.latent.router_prompts(sources={sources!r}): the half of each "
+                                  "axis's sources the latent heads were not fitted on",
+                 "rows_per_source": _rows_per_source(prompts, data_dir, seed, sources),
                  "eval_prompts_removed": removed,
                  "heldout_prompts": len(test_prompts), "per_axis": per_axis, "class_balanced": balanced,
                  "heldout_per_axis": heldout_per_axis},
@@ -149,6 +162,33 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
         "calibration": mocae.calibration.to_dict(), "expert_calibration": calibration_report,
         "wall_time_s": round(time.time() - t0, 1), "command": command,
     }
+    if routing_eval_per_source > 0:
+        from alignx.mocae import routing_eval as R
+
+        progress("held-out routing evaluation per source")
+        sets = R.routing_sets(data_dir, routing_eval_per_source, heldout_per_axis, seed)
+        report = R.evaluate(R.mocae_weights_fn(mocae, cached), experts, sets,
+                            lambda e: studio.experts[e].get("axis", e))
+        card["routing_eval"] = {k: report[k] for k in ("overall", "macro_accuracy_over_sources", "per_source")}
+        card["routing_eval"]["per_source_sample"] = routing_eval_per_source
+    card["wall_time_s"] = round(time.time() - t0, 1)
     mocae.card = card
-    mocae.save(studio.experts_dir, card)
+    mocae.save(studio.experts_dir, card, router_dir)
     return mocae
+
+
+def _rows_per_source(prompts: list[str], data_dir, seed: int, sources: str) -> dict[str, int]:
+    """How many of ``prompts`` come from each source of ``axis_prompt_pools`` (others: "extra")."""
+    from alignx.experts.latent import V2_SOURCES, axis_prompt_pools
+
+    names = {"v1": {"helpful": ("alpaca", "hh_helpful"), "harmless": ("safety_instructions", "beavertails_train_half"),
+                    "honest": ("truthfulqa_train_half",)}, "v2": V2_SOURCES}[sources]
+    owner: dict[str, str] = {}
+    for axis, srcs in axis_prompt_pools(data_dir, seed, None, sources).items():
+        for name, src in zip(names[axis], srcs):
+            for p in src:
+                owner.setdefault(p, name)
+    counts: dict[str, int] = {}
+    for p in prompts:
+        counts[owner.get(p, "extra")] = counts.get(owner.get(p, "extra"), 0) + 1
+    return counts
