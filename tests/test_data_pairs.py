@@ -22,7 +22,11 @@ def test_harmless_pairs_both_directions(data_dir):
     assert set(ps.sources) == {"pku_pairs", "hh_harmless", "do_not_answer", "refusal_vs_unsafe", "coconot_pref"}
     assert _valid(ps.pairs) and not ps.sft and sum(ps.sources.values()) == len(ps.pairs)
     assert ps.removed["pku_pairs"] > 1000 and ps.removed["hh_harmless"] > 0      # BeaverTails 30k_test prompts
-    assert len(ps.needs_answers) == 300 and ps.removed["oktest"] == 0            # OKTest: answers not generated here
+    from alignx.data.splits import is_validation
+
+    held = sum(is_validation(r.prompt) for r in D.load("oktest", data_dir))       # report-experts' validation quarter
+    assert 0 < held < 150 and len(ps.needs_answers) == 300 - held                # OKTest: answers not generated here
+    assert ps.removed["oktest"] == 0 and not any(is_validation(r.prompt) for r in ps.needs_answers)
     pku = next(p for p in ps.pairs if p.source == "pku_pairs")
     raw = D.load("pku_pairs", data_dir)[pku.extra["row"]]
     assert (pku.chosen, pku.rejected) == (raw.chosen, raw.rejected)              # safe over unsafe
@@ -43,14 +47,17 @@ def test_harmless_pairs_both_directions(data_dir):
 
 
 def test_oktest_answers_are_given_not_generated(data_dir):
+    from alignx.data.splits import is_validation
+
+    train = [r.prompt for r in D.load("oktest", data_dir, limit=10) if not is_validation(r.prompt)]
+    assert 0 < len(train) < 10                                           # the validation quarter is left out
     ps = axis_pairs("harmless", data_dir, limit=10, oktest_answers=lambda prompts: [f"Sure. {p}" for p in prompts])
     ok = [p for p in ps.pairs if p.source == "oktest"]
-    assert len(ok) == ps.sources["oktest"] == 10 and not ps.needs_answers
+    assert len(ok) == ps.sources["oktest"] == len(train) and not ps.needs_answers
     assert all(p.chosen == f"Sure. {p.prompt}" and p.rejected in REFUSALS for p in ok)
-    first = D.load("oktest", data_dir, limit=1)[0].prompt
-    partial = axis_pairs("harmless", data_dir, limit=10, oktest_answers={first: "An answer."})
-    assert partial.sources["oktest"] == 1 and len(partial.needs_answers) == 9
-    with pytest.raises(ValueError, match="returned 1 answers for 10 prompts"):
+    partial = axis_pairs("harmless", data_dir, limit=10, oktest_answers={train[0]: "An answer."})
+    assert partial.sources["oktest"] == 1 and len(partial.needs_answers) == len(train) - 1
+    with pytest.raises(ValueError, match=f"returned 1 answers for {len(train)} prompts"):
         axis_pairs("harmless", data_dir, limit=10, oktest_answers=lambda prompts: ["one"])
 
 

@@ -162,5 +162,5 @@ def test_hh_bad_transcripts_and_gzip(tmp_path):
             load_hh_helpful(path)
         assert len(load_hh_helpful(path, skip_bad=True)) == 1
     (tmp_path / "broken.jsonl.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(DataError, match=r"broken.jsonl.gz: cannot read \(BadGzipFile"):
+    with pytest.raises(DataError, match=r"broken.jsonl.gz: cannot read the file \(BadGzipFile"):
         load_hh_helpful(tmp_path / "broken.jsonl.gz")

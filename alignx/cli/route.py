@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from alignx.mocae.calibration import parse_preferences
     from alignx.studio import Studio
 
-    if bool(args.prompt) == bool(args.prompts_file):
+    if (args.prompt is not None) == bool(args.prompts_file):     # an empty prompt: MoCaE.route says so
         raise InvalidInput("give either a prompt or --prompts-file")
     if args.prompts_file and not args.out:
         raise InvalidInput("--prompts-file needs --out FILE.jsonl")
