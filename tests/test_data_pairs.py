@@ -10,6 +10,7 @@ from alignx import data as D
 from alignx.data import DataError
 from alignx.data.pairs import REFUSALS, axis_pairs, load_pair_file
 from alignx.data.sources_general import UNANSWERABLE_TEXT
+from test_personal import _write
 
 
 def _valid(rows):
@@ -82,12 +83,7 @@ def test_helpful_and_honest_pairs(data_dir):
 
 
 def _file(tmp_path, rows, name="pairs.json"):
-    path = tmp_path / name
-    if name.endswith(".jsonl"):
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    else:
-        path.write_text(json.dumps(rows))
-    return path
+    return _write(tmp_path, rows, name)          # a JSON list, or JSON lines for a .jsonl name
 
 
 GOOD = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "I cannot help with that."}
