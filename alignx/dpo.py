@@ -93,16 +93,6 @@ def conversational_rows(pairs: Sequence[tuple[str, str, str]]) -> list[dict]:
     return rows
 
 
-def bf16_for(lm, cfg: DPOPreset) -> bool:
-    import torch
-
-    if cfg.bf16 is not None:
-        return cfg.bf16
-    if lm.device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return lm.dtype == torch.float32 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def _callbacks(on_log: LossLog | None, should_stop: Callable[[], bool] | None):
     from transformers import TrainerCallback
 
@@ -131,7 +121,7 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
     from trl import DPOConfig, DPOTrainer
 
     from alignx.checkpoints import last_checkpoint
-    from alignx.experts.train import TrainingCancelled
+    from alignx.experts.train import TrainingCancelled, use_bf16
 
     if len(rows) < 2:
         raise InvalidInput(f"{name}: need at least 2 training pairs, got {len(rows)}")
@@ -141,7 +131,7 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
     if not resume and Path(work).exists() and dist.is_main():   # a fresh run: old checkpoints must not be resumed
         shutil.rmtree(work)
     dist.barrier()
-    bf16 = bf16_for(lm, cfg)
+    bf16 = use_bf16(lm, cfg)                    # the experts' rule: the preset's bf16, else what the device supports
     losses = (["sigmoid", "sft"], [1.0, cfg.sft_weight]) if cfg.sft_weight > 0 else (["sigmoid"], None)
     args = DPOConfig(
         output_dir=str(work), per_device_train_batch_size=per_device, gradient_accumulation_steps=accum,

@@ -53,7 +53,8 @@ def lora_model(lm, cfg: ExpertConfig):
     return get_peft_model(lm.model, lora)
 
 
-def use_bf16(lm, cfg: ExpertConfig) -> bool:
+def use_bf16(lm, cfg) -> bool:
+    """bf16 autocast: ``cfg.bf16`` when set, else where the GPU or CPU supports it (experts and DPO)."""
     if cfg.bf16 is not None:
         return cfg.bf16
     if lm.device.type == "cuda":
