@@ -168,14 +168,22 @@ class MoCaE:
         for s in range(0, len(prompts), batch_size):
             t0 = time.perf_counter()
             chunk = prompts[s:s + batch_size]
-            z = self.space.encode(self.model, self.tokenizer, chunk)
-            clusters = self.clusters.assign(z[:, : self.space.k])
-            for p, zi, c in zip(chunk, z, clusters):
-                hit = _Cached(self.router.logits(zi), zi[: self.space.k], c)
-                out.append(self._result(p, hit, cal, t0))
+            hits = self._hits(self.space.encode(self.model, self.tokenizer, chunk))
+            out.extend(self._result(p, hit, cal, t0) for p, hit in zip(chunk, hits))
             if on_batch is not None:
                 on_batch(len(out))
         return out
+
+    def _hits(self, z: torch.Tensor) -> list[_Cached]:
+        """Router logits, base latent and cluster of each row of router inputs ``z`` (n, D)."""
+        k = self.space.k
+        return [_Cached(self.router.logits(zi), zi[:k], c) for zi, c in zip(z, self.clusters.assign(z[:, :k]))]
+
+    def weights_from_latents(self, z: torch.Tensor, calibration: Calibration | None = None) -> torch.Tensor:
+        """(n, n_experts) final weights of router inputs ``z`` (n, D) already encoded (e.g. cached
+        features): the arithmetic of ``route``, without the encoders."""
+        cal = calibration or self.calibration
+        return torch.stack([self._weights(hit, cal)[0] for hit in self._hits(z)]).float()
 
     def weights_from_features(self, feats: torch.Tensor, cluster: int, cal: Calibration) -> torch.Tensor:
         """Per-token re-routing: (1 + n, d) mean hidden states in LatentSpace order -> weights."""

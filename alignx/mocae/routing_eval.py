@@ -144,21 +144,13 @@ def evaluate(weights_fn: Callable[[list[str]], torch.Tensor], experts: Sequence[
 
 
 def mocae_weights_fn(mocae, cached=None, calibration=None) -> Callable[[list[str]], torch.Tensor]:
-    """Final weights of ``mocae`` from the router logits and cluster prior of each prompt's
-    latent, the same arithmetic as ``MoCaE.route``; features come from ``cached``
-    (a ``CachedFeatures``) when given, else ``LatentSpace.encode``."""
-    from alignx.mocae.calibration import expert_weights
-
-    cal = calibration or mocae.calibration
-    k, n = mocae.space.k, len(mocae.experts)
-
+    """Final weights of ``mocae`` for a batch of prompts (``MoCaE.weights_from_latents``, the
+    arithmetic of ``MoCaE.route``); features come from ``cached`` (a ``CachedFeatures``) when
+    given, else ``LatentSpace.encode``."""
     def fn(prompts: list[str]) -> torch.Tensor:
         z = cached.latents(mocae.space, prompts) if cached is not None else \
             mocae.space.encode(mocae.model, mocae.tokenizer, prompts)
-        logits = mocae.router.logits(z)
-        clusters = mocae.clusters.assign(z[:, :k])
-        return torch.stack([expert_weights(lg, mocae.clusters.prior(c, n), cal, mocae.experts)[0]
-                            for lg, c in zip(logits, clusters)]).float()
+        return mocae.weights_from_latents(z, calibration)
 
     return fn
 
