@@ -14,7 +14,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("sweep", help="evaluate MoCaE calibration settings and write the helpful/harmless/honest "
                                      "Pareto front (JSON + plotly)")
-    p.add_argument("--suite", default="quick", help="quick | h3fusion | full (every point runs it)")
+    p.add_argument("--suite", default="quick", help="quick | h3fusion | full | safety | safety-core (every point runs it)")
     add_mode_arg(p, default="mocae-logit")
     p.add_argument("--out", required=True, help="output folder; each point gets points/<label>/ (resumable)")
     p.add_argument("--lambda1", default="0.2,0.6,1", help="comma-separated values in [0, 1]")

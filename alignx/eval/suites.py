@@ -112,6 +112,12 @@ SUITES: dict[str, Suite] = {
                     benign={"xstest_safe": None, "coconot_contrast": None}, truthfulqa_n=0, mc_n=0, pairs_n={},
                     max_new_tokens=128, extra_harmful={**ALL_HARMFUL, "beavertails_30k_test": 500},
                     extra_benign=dict(ALL_BENIGN)),
+    "safety-core": Suite("safety-core", "the safety suite's main parts only (XSTest unsafe, HarmBench test, "
+                                        "SimpleSafetyTests; XSTest safe, CoCoNot contrast), without its extra parts",
+                         alpaca_n=0, reference="h3fusion",
+                         harmful={"xstest_unsafe": None, "harmbench_test": None, "simplesafetytests": None},
+                         benign={"xstest_safe": None, "coconot_contrast": None}, truthfulqa_n=0, mc_n=0, pairs_n={},
+                         max_new_tokens=128),
 }
 
 
