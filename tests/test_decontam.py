@@ -167,8 +167,11 @@ def test_no_evaluation_prompt_reaches_any_training_set(data_dir):
         checked[f"axis_data:{axis}"] = _assert_clean(d.train + d.heldout, index, plain, axis)
     contrast = contrast_prompts(preset("tiny", benign_contrast=1.0), data_dir)
     checked["contrast"] = _assert_clean(contrast, index, plain, "contrast")
-    for o, rows in objective_data(D.AXES, data_dir).items():
+    prov: dict = {}
+    for o, rows in objective_data(D.AXES, data_dir, provenance=prov, harmless_contrast=0.5).items():
         checked[f"negotiax:{o}"] = _assert_clean(rows, index, plain, o)
+    assert prov["harmless"]["sources"]["coconot_pref (compliant)"] == 320           # half of the 640 harmless rows
+    assert prov["harmless"]["eval_prompts_removed"]["coconot_pref"] >= 0
     items, _ = train_items(data_dir, per_axis=10**5)
     checked["latent"] = _assert_clean([p for p, _ in items], index, plain, "latent")
     checked["router"] = _assert_clean(router_prompts(data_dir, per_axis=10**5)[0], index, plain, "router")

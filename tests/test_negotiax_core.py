@@ -264,3 +264,11 @@ def test_batched_generation_equals_one_prompt_at_a_time(lm):
     prompts = [PROMPT, "Hi", "Tell me a much longer story about the sea and its many ships."]
     assert pol.generate(prompts, s, batch_size=3) == [pol.answer(p, s) for p in prompts]
     assert pol.generate(prompts, s) != SinglePolicy(lm.model, lm.tokenizer).generate(prompts, s)
+
+
+def test_harmless_contrast_must_be_a_share():
+    from alignx.negotiax.train import objective_data
+
+    for bad in (1.0, -0.1):
+        with pytest.raises(InvalidInput, match=r"harmless_contrast must be in \[0, 1\)"):
+            objective_data(["harmless"], harmless_contrast=bad)

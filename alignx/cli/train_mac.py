@@ -34,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--load-in-4bit", action="store_true",
                    help="the frozen base in 4-bit NF4 (needs CUDA and bitsandbytes); the circuit trains in fp32")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/.work/NAME")
+    p.add_argument("--harmless-contrast", type=float, default=0.0,
+                   help="share of the harmless objective's rows replaced by CoCoNot pref compliant answers to "
+                        "sensitive-looking benign prompts (0 = refusals only)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
     add_model_args(p)
@@ -60,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     register_points()
     nx = NegotiaX.fresh(lm.model, lm.tokenizer, objectives, cfg)
     provenance: dict = {}
-    data = objective_data([o for o in objectives if o not in args.leave_out], args.data_dir, args.seed, provenance)
+    data = objective_data([o for o in objectives if o not in args.leave_out], args.data_dir, args.seed, provenance,
+                          harmless_contrast=args.harmless_contrast)
     bar = tqdm(total=tcfg.steps, desc=f"Train_MAC {name}", unit="step", file=sys.stderr)
     command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = train_mac(nx, data, cfg, tcfg, args.out, name, args.variant, args.leave_out, args.resume, command,

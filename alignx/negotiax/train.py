@@ -74,15 +74,21 @@ def train_preset(name: str, **overrides) -> MACTraining:
 
 
 def objective_data(objectives: Sequence[str], data_dir=None, seed: int = 0,
-                   provenance: dict | None = None) -> dict[str, list[tuple[str, str]]]:
-    """Each built-in objective's own training rows (no benign mix): helpful = Alpaca answers,
-    harmless = safety-tuned-llamas refusals, honest = TruthfulQA training-half correct answers; the
-    evaluation prompts are removed by ``alignx.experts.sft.axis_data``. ``provenance`` (if given)
-    receives ``{objective: {"sources": rows per source, "eval_prompts_removed": per source}}``."""
+                   provenance: dict | None = None, harmless_contrast: float = 0.0) -> dict[str, list[tuple[str, str]]]:
+    """Each built-in objective's own training rows: helpful = Alpaca answers, harmless =
+    safety-tuned-llamas refusals, honest = TruthfulQA training-half correct answers (the expert
+    preset's 640 rows each, no benign mix); the evaluation prompts are removed by
+    ``alignx.experts.sft.axis_data``. ``harmless_contrast`` in [0, 1) replaces that share of the
+    harmless rows by CoCoNot pref's compliant answers to sensitive-looking benign prompts (its
+    ``chosen`` side, decontaminated), so the harmless objective is "refuse harm, answer its benign
+    look-alikes" rather than "write refusals". ``provenance`` (if given) receives
+    ``{objective: {"sources": rows per source, "eval_prompts_removed": per source}}``."""
     from alignx.data import AXES
     from alignx.experts.config import preset
     from alignx.experts.sft import axis_data
 
+    if not 0.0 <= harmless_contrast < 1.0:
+        raise InvalidInput(f"harmless_contrast must be in [0, 1), got {harmless_contrast}")
     out = {}
     for o in objectives:
         if o not in AXES:
@@ -91,9 +97,29 @@ def objective_data(objectives: Sequence[str], data_dir=None, seed: int = 0,
                      rows_per_axis=None)
         data = axis_data(o, cfg, data_dir)
         out[o] = list(data.train)
+        sources, removed = dict(data.sources), dict(data.removed)
+        if o == "harmless" and harmless_contrast > 0:
+            out[o], sources, removed = _with_contrast(out[o], sources, removed, harmless_contrast, data_dir, seed)
         if provenance is not None:
-            provenance[o] = {"sources": dict(data.sources), "eval_prompts_removed": dict(data.removed)}
+            provenance[o] = {"sources": sources, "eval_prompts_removed": removed}
     return out
+
+
+def _with_contrast(rows: list, sources: dict, removed: dict, share: float, data_dir, seed: int):
+    """``rows`` with round(share * len(rows)) of them (a seeded draw) replaced by CoCoNot pref
+    compliant answers, filtered against every evaluation file (``alignx.data.decontam``)."""
+    from alignx.data import load
+    from alignx.data.decontam import EvalIndex
+
+    kept, report = EvalIndex.build(data_dir).filter(load("coconot_pref", data_dir), "coconot_pref")
+    rng = random.Random(seed)
+    n = min(len(kept), round(share * len(rows)))
+    contrast = [(r.prompt, r.chosen) for r in rng.sample(kept, n)]
+    mixed = rng.sample(rows, len(rows) - n) + contrast
+    rng.shuffle(mixed)
+    scale = (len(rows) - n) / max(1, len(rows))
+    sources = {k: round(v * scale) for k, v in sources.items()}
+    return mixed, {**sources, "coconot_pref (compliant)": n}, {**removed, "coconot_pref": report.removed}
 
 
 def _batch(tokenizer, rows: Sequence[tuple[str, str]], max_length: int, device) -> dict:
