@@ -248,24 +248,22 @@ def compare_table(reports: Sequence[dict], ci: bool = True) -> str:
         lines.append(f"| {r['run'].get('mode')} | " + " | ".join(cell(r[k]) for k in COMPARE_KEYS) + " |")
     judges = ", ".join(f"{k}: {reports[0][k].get('judge')}" for k in COMPARE_KEYS)
     lines.append(f"\nsuite {first[0]}; judges: {judges}")
-    extra = [(kind, name) for kind, sets in reports[0].get("extra_sets", {}).items() for name in sets]
-    if extra:      # the extra safety sets: judged rate (keyword-detector refusal rate beside it)
-        lines += ["", "| mode | " + " | ".join(f"{'unsafe' if k == 'harmful' else 'refused'}[{n}] ↓"
-                                               for k, n in extra) + " |", "|---|" + "---|" * len(extra)]
+    def set_table(key: str, header) -> list[str]:
+        """One row per report, a column per (kind, set) of ``r[key]``: the judged rate with its CI,
+        the keyword detector's refusal rate beside it."""
+        cols = [(kind, name) for kind, sets in reports[0].get(key, {}).items() for name in sets]
+        if not cols:
+            return []
+        out = ["", "| mode | " + " | ".join(header(k, n) for k, n in cols) + " |", "|---|" + "---|" * len(cols)]
         for r in reports:
-            sets = r.get("extra_sets", {})
-            lines.append(f"| {r['run'].get('mode')} | " + " | ".join(
+            sets = r.get(key, {})
+            out.append(f"| {r['run'].get('mode')} | " + " | ".join(
                 f"{cell(sets[k][n]['judged'])} (kw {sets[k][n]['keyword_refusal']['value']:.2f})"
                 if n in sets.get(k, {}) and sets[k][n]["keyword_refusal"]["value"] is not None else "n/a"
-                for k, n in extra) + " |")
-    per_set = [(kind, name) for kind, sets in reports[0].get("refusal_per_set", {}).items() for name in sets]
-    if per_set:    # refusal per main safety set: judged (keyword detector beside it); harmful up, benign down
-        lines += ["", "| mode | " + " | ".join(f"refused[{n}] {'↑' if k == 'harmful' else '↓'}" for k, n in per_set)
-                  + " |", "|---|" + "---|" * len(per_set)]
-        for r in reports:
-            sets = r.get("refusal_per_set", {})
-            lines.append(f"| {r['run'].get('mode')} | " + " | ".join(
-                f"{cell(sets[k][n]['judged'])} (kw {sets[k][n]['keyword_refusal']['value']:.2f})"
-                if n in sets.get(k, {}) and sets[k][n]["keyword_refusal"]["value"] is not None else "n/a"
-                for k, n in per_set) + " |")
+                for k, n in cols) + " |")
+        return out
+
+    # the extra safety sets (unsafe / refused, both lower better), then refusal per main set
+    lines += set_table("extra_sets", lambda k, n: f"{'unsafe' if k == 'harmful' else 'refused'}[{n}] ↓")
+    lines += set_table("refusal_per_set", lambda k, n: f"refused[{n}] {'↑' if k == 'harmful' else '↓'}")
     return "\n".join(lines)
