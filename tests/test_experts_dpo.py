@@ -105,17 +105,31 @@ def test_balanced_sample_shares_the_budget():
 
 
 @pytest.mark.slow
-def test_train_experts_cli_dpo_on_the_real_pairs(tmp_path, data_dir):
+def test_train_experts_cli_dpo_on_the_real_pairs(tmp_path, data_dir, monkeypatch):
     """``train-experts --method dpo``: decontaminated pairs balanced over sources (OKTest answered by
-    the base model itself), a card that says where every pair came from."""
+    the base model itself, kept for a resumed run), the batch flags, a card that says where every
+    pair came from."""
     from alignx.cli import main
     from alignx.data.decontam import EvalIndex
 
     assert main(["train-experts", "--base", "tiny-random", "--preset", "tiny", "--data-dir", str(data_dir),
                  "--axes", "harmless", "--method", "dpo", "--max-pairs", "24", "--source-limit", "30",
-                 "--max-steps", "2", "--no-latent", "--out", str(tmp_path)]) == 0
+                 "--max-steps", "2", "--batch-size", "6", "--per-device-batch", "4", "--no-latent",
+                 "--out", str(tmp_path)]) == 0
     card = json.loads((tmp_path / "harmless" / "card.json").read_text())
     assert card["recipe"] == "dpo" and card["steps"] == 2
+    hp = card["hyperparameters"]                          # 6 pairs per update, at most 4 per forward: 3 x 2
+    assert (hp["batch_size"], hp["grad_accum"]) == (3, 2)
+    cached = json.loads((tmp_path / ".work" / "harmless-base-answers.json").read_text())
+    assert cached["model"] == "tiny-random" and cached["max_new_tokens"] == 96 and cached["answers"]
+    import alignx.experts.train as T
+    from alignx.experts.dpo import preference_data as pd
+    from alignx.models import load_model as lm_
+
+    monkeypatch.setattr(T, "self_distill", lambda *a, **k: pytest.fail("the cached answers were generated again"))
+    again, _, _ = pd(lm_("tiny-random"), "harmless", data_dir, 24, limit=30,
+                     cache=tmp_path / ".work" / "harmless-base-answers.json")
+    assert len(again) == 24
     sources = card["data"]["sources"]
     assert sum(sources.values()) == 24 and {"pku_pairs", "coconot_pref", "hh_harmless"} <= set(sources)
     assert max(sources.values()) - min(sources.values()) <= 1           # shared equally

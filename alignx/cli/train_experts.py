@@ -131,7 +131,9 @@ def _train_dpo(args: argparse.Namespace, lm, axis: str, cfg, command: str) -> Pa
     from alignx.experts.train import train_expert
     from alignx.models import load_model
 
-    dcfg = dpo_preset(args.preset, beta=args.beta, max_steps=args.max_steps, learning_rate=args.learning_rate)
+    dcfg = dpo_preset(args.preset, global_batch=args.batch_size, per_device_batch=args.per_device_batch,
+                      beta=args.beta, max_steps=args.max_steps, learning_rate=args.learning_rate,
+                      gradient_checkpointing=args.gradient_checkpointing or None)
     if args.pairs_file:
         from alignx.data.pairs import load_pair_file
 
@@ -142,7 +144,8 @@ def _train_dpo(args: argparse.Namespace, lm, axis: str, cfg, command: str) -> Pa
         pairs, sources = [(r.prompt, r.chosen, r.rejected) for r in records], {"file": len(records)}
     else:
         pairs, sources, removed = preference_data(lm, axis, args.data_dir, args.max_pairs or None, dcfg.seed,
-                                                  limit=args.source_limit)
+                                                  limit=args.source_limit,
+                                                  cache=Path(args.out) / ".work" / f"{axis}-base-answers.json")
     init = None
     if args.method == "sft+dpo":
         sft_dir = Path(args.out) / ".sft"

@@ -15,12 +15,15 @@ beta [(log pi(y_c) - log pi_ref(y_c)) - (log pi(y_r) - log pi_ref(y_r))] > 0.
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from alignx import distributed as dist
+from alignx.atomic import write_json
 from alignx.dpo import DPOPreset
 from alignx.errors import InvalidInput, unknown
 
@@ -39,10 +42,20 @@ PRESETS = {
 HELDOUT_PAIRS = 64
 
 
-def preset(name: str, **overrides) -> DPOPreset:
+def preset(name: str, global_batch: int | None = None, per_device_batch: int | None = None,
+           **overrides) -> DPOPreset:
+    """The named preset with ``overrides`` (None = keep). ``global_batch`` (pairs per update) and
+    ``per_device_batch`` (at most this many pairs per forward) set batch_size x grad_accum by
+    ``alignx.distributed.batch_plan`` on one process; ``run_dpo`` re-plans the same global batch
+    over W processes."""
     if name not in PRESETS:
         raise unknown("expert DPO preset", name, PRESETS)
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    cfg = replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    if global_batch is not None or per_device_batch is not None:
+        per, accum = dist.batch_plan(global_batch or cfg.batch_size * cfg.grad_accum,
+                                     per_device_batch or cfg.batch_size, processes=1)
+        cfg = replace(cfg, batch_size=per, grad_accum=accum)
+    return cfg
 
 
 def balanced_sample(groups: dict[str, list], n: int | None, seed: int = 0) -> dict[str, list]:
@@ -61,17 +74,29 @@ def balanced_sample(groups: dict[str, list], n: int | None, seed: int = 0) -> di
 
 
 def preference_data(lm, axis: str, data_dir=None, max_pairs: int | None = 1200, seed: int = 0,
-                    limit: int | None = None, distill_tokens: int = 96):
+                    limit: int | None = None, distill_tokens: int = 96, cache: str | Path | None = None):
     """The axis's training pairs from ``alignx.data.pairs.axis_pairs`` (decontaminated), balanced
     over sources (``balanced_sample``). Harmless: OKTest's benign prompts are answered by the base
     model itself (greedy, ``self_distill``: its refusals are dropped), each answer preferred over a
-    refusal. Returns (pairs, rows per source, evaluation prompts removed per source)."""
+    refusal; ``cache`` (a JSON file) keeps those answers, keyed by model and answer length, so a
+    resumed run does not generate them again. Returns (pairs, rows per source, evaluation prompts
+    removed per source)."""
     from alignx.data.pairs import axis_pairs
     from alignx.experts.train import self_distill
 
     def base_answers(prompts: list[str]) -> list[str]:
-        given = dict(self_distill(lm, prompts, distill_tokens))
-        return [given.get(p, "") for p in prompts]
+        key = {"model": lm.name, "max_new_tokens": distill_tokens}
+        known: dict[str, str] = {}
+        if cache is not None and Path(cache).exists():
+            saved = json.loads(Path(cache).read_text(encoding="utf-8"))
+            known = saved["answers"] if {k: saved.get(k) for k in key} == key else {}
+        todo = [p for p in prompts if p not in known]
+        if todo:
+            given = dict(self_distill(lm, todo, distill_tokens))
+            known.update({p: given.get(p, "") for p in todo})     # "" = the base refused: no pair
+            if cache is not None and dist.is_main():
+                write_json(cache, {**key, "answers": known})
+        return [known[p] for p in prompts]
 
     ps = axis_pairs(axis, data_dir, limit=limit, oktest_answers=base_answers if axis == "harmless" else None)
     groups: dict[str, list] = {}
