@@ -255,6 +255,9 @@ def test_cli_input_errors(tmp_path, capsys):
 
     assert main(["eval", "--suite", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown suite 'nope'" in capsys.readouterr().err
+    assert main(["eval", "--model", "tiny-random", "--mode", "negotiax", "--negotiax-dir", str(tmp_path / "nx"),
+                 "--out", str(tmp_path / "o")]) == 2                      # the circuits are looked for there
+    assert f"none trained for this base model in {tmp_path / 'nx'}" in capsys.readouterr().err
     assert main(["eval", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["eval", "--judge", "hf", "--hf-safety", str(tmp_path / "no-model"), "--out", str(tmp_path)]) == 2

@@ -17,6 +17,8 @@ def register(sub) -> None:
     add_mode_arg(p)
     p.add_argument("--out", required=True, help="output folder (e.g. results/NAME); reruns resume from its cache")
     p.add_argument("--overwrite", action="store_true", help="discard generations already in --out")
+    p.add_argument("--negotiax-dir", default=None,
+                   help="negotiax modes: folder of trained circuits, e.g. train-mac's --out (default: assets/negotiax)")
     add_run_args(p)
     add_calibration_args(p)
     add_model_args(p)
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
             shutil.move(str(out / name), str(out / (name + ".old")))
     dist.barrier()
     studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device)
+    if args.negotiax_dir:
+        studio.extras["negotiax_dir"] = args.negotiax_dir
     policy = policy_for(studio, args.mode, calibration)
     ref_policy = policy_for(studio, "base") if args.mode != "base" else None
     batch_size, tasks = resolve_batch_size(args.batch_size, studio, suite, sampling.max_new_tokens, [args.mode],

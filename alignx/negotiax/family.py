@@ -87,7 +87,8 @@ class NegotiaXFamily(Family):
         self.no_settings(mode, settings)
         found = available(studio)
         if mode not in found:
-            raise unknown("NegotiaX mode", mode, found or ["(none trained for this base model: python -m alignx train-mac)"])
+            raise unknown("NegotiaX mode", mode, found or [
+                f"(none trained for this base model in {circuits_dir(studio)}: python -m alignx train-mac)"])
         nx = load(studio, found[mode])
         variant = "module1" if nx.card.get("variant") == "module1" else "full"   # the others differ only in training
         leave_out = list(nx.card.get("leave_out") or ())
