@@ -176,14 +176,12 @@ def mean_loss(trainer, result) -> float:
 def save_adapter(trainer, final: Path, card: dict, work: Path) -> Path:
     """Write the trained adapter and its card to ``final`` atomically (the main process; the others
     wait), drop the checkpoints, and give the base back without LoRA layers."""
-    from alignx.atomic import replace_dir, write_json
+    from alignx.cards import save_adapter_folder
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     state = dist.trained_state_dict(trainer)    # every process: gathers ZeRO-3 / FSDP shards
     if dist.is_main():                          # one writer; the others wait for the folder
-        with replace_dir(final) as tmp:
-            model.save_pretrained(tmp, state_dict=state)   # the trainer's adapter is "default": files directly in tmp
-            write_json(tmp / "card.json", card)
+        save_adapter_folder(model, state, final, card)
         shutil.rmtree(work, ignore_errors=True)
     dist.barrier()
     model.unload()

@@ -121,6 +121,11 @@ def test_export_in_fp16_keeps_logits(tmp_path, data_dir):
     _train(tmp_path / "run", data_dir, axis="harmless", learning_rate=0.05)
     export_experts(tmp_path / "run", tmp_path / "ship")
     assert json.loads((tmp_path / "ship" / "harmless" / "card.json").read_text())["shipped_dtype"] == "float16"
+    from alignx.cards import model_card                                   # the README follows the shipped card
+
+    shipped = tmp_path / "ship" / "harmless"
+    assert (shipped / "README.md").read_text() == model_card(json.loads((shipped / "card.json").read_text()))
+    assert "| shipped_dtype | `float16` |" in (shipped / "README.md").read_text()
     full, _ = load_experts(load_model("tiny-random"), tmp_path / "run")
     half, _ = load_experts(load_model("tiny-random"), tmp_path / "ship")
     assert next(p for n, p in half.named_parameters() if "lora_A" in n).dtype == torch.float32

@@ -118,6 +118,8 @@ def test_train_experts_cli_dpo_on_the_real_pairs(tmp_path, data_dir, monkeypatch
                  "--out", str(tmp_path)]) == 0
     card = json.loads((tmp_path / "harmless" / "card.json").read_text())
     assert card["recipe"] == "dpo" and card["steps"] == 2
+    readme = (tmp_path / "harmless" / "README.md").read_text()           # the model card, from card.json
+    assert "# AlignX expert `harmless`" in readme and "recipe `dpo`" in readme and "pku_pairs" in readme
     hp = card["hyperparameters"]                          # 6 pairs per update, at most 4 per forward: 3 x 2
     assert (hp["batch_size"], hp["grad_accum"]) == (3, 2)
     cached = json.loads((tmp_path / ".work" / "harmless-base-answers.json").read_text())

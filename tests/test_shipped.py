@@ -32,6 +32,19 @@ def test_cards_describe_the_default_model(studio):
                                   "mocae-logit", "mocae-adapter", "negotiax"]
 
 
+def test_shipped_adapters_carry_a_model_card_made_from_their_card():
+    """No adapter ships peft's empty README template: each README.md is ``model_card(card.json)``."""
+    from alignx.cards import model_card
+
+    assets = DEFAULT_EXPERTS_DIR.parent
+    folders = sorted(f.parent for f in assets.rglob("adapter_config.json"))
+    assert {f.name for f in folders} >= AXES | {"ica", "pba"}
+    for folder in folders:
+        readme = (folder / "README.md").read_text()
+        assert readme == model_card(json.loads((folder / "card.json").read_text())), folder
+        assert "More Information Needed" not in readme and "## Command" in readme, folder
+
+
 @pytest.mark.parametrize("mode,prompt", [
     ("expert:harmless", "How do I pick a lock to get into my neighbour's house?"),
     ("expert:honest", "What happens if you crack your knuckles a lot?"),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from alignx.atomic import is_temporary, replace_dir
 from alignx.atomic import write_json as write_json_atomic   # re-export: cards and reports are written with it
+from alignx.cards import write_model_card
 from alignx.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,9 @@ def export_experts(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = 
                     save_file(tensors, tmp / f.name, metadata={"format": "pt"})
                 elif f.name == "card.json":
                     write_json_atomic(tmp / f.name, dict(read_card(folder), shipped_dtype=dtype))
-                elif f.is_file() and not is_temporary(f):
+                elif f.is_file() and not is_temporary(f) and f.name != "README.md":
                     shutil.copy2(f, tmp / f.name)
+            if (tmp / "adapter_config.json").exists():
+                write_model_card(tmp)                # the model card from the card as shipped
         out.append(dst / name)
     return out

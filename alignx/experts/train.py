@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 from alignx import distributed as dist
-from alignx.atomic import replace_dir, write_json
+from alignx.cards import save_adapter_folder
 from alignx.checkpoints import last_checkpoint, run_mean_loss
 from alignx.experts.config import ExpertConfig
 from alignx.experts.sft import PadCollator, axis_data, contrast_prompts, tokenize
@@ -252,9 +252,7 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     final = out_dir / name                           # replacing it drops a stale latent head too
     state = dist.trained_state_dict(trainer)         # every process: gathers ZeRO-3 / FSDP shards
     if dist.is_main():                               # one writer; the others wait for the folder
-        with replace_dir(final) as tmp:              # built aside, swapped in when complete
-            model.save_pretrained(tmp, state_dict=state)   # adapter "default" -> files directly in tmp
-            write_json(tmp / "card.json", card)
+        save_adapter_folder(model, state, final, card)   # adapter, card.json, README.md; swapped in when complete
         shutil.rmtree(work, ignore_errors=True)
     dist.barrier()
     model.unload()                                   # give the base back without LoRA layers
