@@ -31,11 +31,13 @@ def seeded_split(rows: Sequence[T], test_frac: float = 0.1, seed: int = 0) -> tu
 
 
 def split_truthfulqa_mc(mc_rows: Sequence[dict], csv_records: Sequence[AlignRecord]) -> tuple[list[dict], list[dict]]:
-    """MC items whose question is in the CSV's first half -> train, second half -> test.
+    """MC items whose question is in the CSV's first half -> train, second half -> test, questions
+    compared without surrounding whitespace (one MC question ends in a space the CSV's lacks).
     Items whose question is not in the CSV are dropped (never leak into test)."""
-    train_q = {r.prompt for r in split_half(csv_records)[0]}
-    test_q = {r.prompt for r in split_half(csv_records)[1]}
-    return ([m for m in mc_rows if m["question"] in train_q], [m for m in mc_rows if m["question"] in test_q])
+    train_q = {r.prompt.strip() for r in split_half(csv_records)[0]}
+    test_q = {r.prompt.strip() for r in split_half(csv_records)[1]}
+    return ([m for m in mc_rows if m["question"].strip() in train_q],
+            [m for m in mc_rows if m["question"].strip() in test_q])
 
 
 def hash_bucket(text: str, n: int = 4) -> int:
