@@ -15,7 +15,7 @@ from typing import Any
 
 _KINDS = {"alignx-expert": "AlignX expert", "alignx-personal-adapter": "AlignX-Family personal adapter"}
 _SHOWN = ("kind", "name", "axis", "method", "recipe", "base_model", "base_source", "trainer", "command", "data",
-          "hyperparameters", "losses", "loss_log", "wall_time_s", "created")
+          "hyperparameters", "preset", "losses", "loss_log", "wall_time_s", "created")
 
 
 def _value(v: Any) -> str:
@@ -48,17 +48,20 @@ def model_card(card: dict[str, Any]) -> str:
     data = card.get("data")
     if isinstance(data, dict) and data:
         lines += ["## Data", ""] + _table(data) + [""]
-    for title, key in (("Hyperparameters", "hyperparameters"), ("Losses", "losses")):
-        if isinstance(card.get(key), dict) and card[key]:
-            lines += [f"## {title}", ""] + _table(card[key]) + [""]
+    hyper = card.get("hyperparameters") or card.get("preset")     # experts / personal adapters
+    for title, value in (("Hyperparameters", hyper), ("Losses", card.get("losses"))):
+        if isinstance(value, dict) and value:
+            lines += [f"## {title}", ""] + _table(value) + [""]
     rest = {k: v for k, v in card.items() if k not in _SHOWN}
     run = {k: card[k] for k in ("wall_time_s", "created") if k in card}
     if run or rest:
         lines += ["## Run", ""] + _table({**run, **rest}) + [""]
-    lines += ["## Use", "", "    python -m alignx generate --experts-dir FOLDER --mode expert:" + name + ' "..."'
-              if card.get("kind") == "alignx-expert" else
-              "    from peft import PeftModel; model = PeftModel.from_pretrained(base, FOLDER)", "",
-              "Every field above is copied from `card.json`, the run's own record.", ""]
+    if card.get("kind") == "alignx-expert":
+        use = [f'    python -m alignx generate --experts-dir PARENT --mode expert:{name} "..."', "",
+               "(PARENT: the folder that holds this adapter's folder, beside the other experts.)"]
+    else:
+        use = ["    from peft import PeftModel", "    model = PeftModel.from_pretrained(base_model, THIS_FOLDER)"]
+    lines += ["## Use", ""] + use + ["", "Every field above is copied from `card.json`, the run's own record.", ""]
     return "\n".join(lines)
 
 

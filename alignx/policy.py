@@ -30,6 +30,8 @@ from alignx.generation import (BASE, ModelStep, Sampling, TokenEvent, chat_promp
 
 class Policy:
     name = "policy"
+    source: dict | None = None      # what the policy was built from beyond the experts (e.g. a NegotiaX circuit
+                                    # folder): recorded in eval reports and part of their cache key
 
     def __init__(self, model: torch.nn.Module, tokenizer):
         self.model, self.tokenizer = model, tokenizer

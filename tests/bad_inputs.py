@@ -284,6 +284,8 @@ CASES: list[Case] = [
          raw=_raw_gen(mode='"mocae-logit"', tail=", -Infinity, 0.4, 1.0, 1, 1, 1")),
     Case("sweep-lambda-nan", r"lambda1 must be in \[0, 1\], got nan", cli=("sweep", "--lambda1", "nan", "--out",
                                                                          "{root}/sweep", T)),
+    Case("sweep-suite-without-parts", r"suite 'safety-core' has no AlpacaEval or no TruthfulQA part",
+         cli=("sweep", "--suite", "safety-core", "--out", "{root}/sweep", T)),
     # --- modes ----------------------------------------------------------------------------------
     Case("mode-unknown-expert", r"unknown expert 'nope'", cli=("generate", "hi", "--mode", "expert:nope", T),
          api=_gen(mode="expert:nope"), api_expect=r"expert:nope'?.* is not in the list of choices"),

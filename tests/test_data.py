@@ -46,8 +46,8 @@ def test_truthfulqa_and_protocol_split(data_dir):
     train, test = D.split_half(rows)
     assert (len(train), len(test)) == (408, 409) and train[-1].extra["row"] == 407
     mc_train, mc_test = D.split_truthfulqa_mc(D.load_truthfulqa_mc(data_dir=data_dir), rows)
-    assert not {m["question"] for m in mc_train} & {m["question"] for m in mc_test}
-    assert not {m["question"] for m in mc_test} & {r.prompt for r in train}
+    assert not {m["question"].strip() for m in mc_train} & {m["question"].strip() for m in mc_test}
+    assert not {m["question"].strip() for m in mc_test} & {r.prompt.strip() for r in train}
     # every MC question is in the CSV once whitespace is ignored (one ends in a space there)
     assert (len(mc_train), len(mc_test)) == (408, 409)
 

@@ -171,6 +171,12 @@ def test_resume_after_interruption(tasks, answers, tmp_path, data_dir):
     assert rerun.generated == []                                # a finished run generates nothing
     with pytest.raises(CacheMismatch, match="another run"):
         run_suite(SUITE, rerun, judges, tmp_path, **dict(kw, run_info={"model": "m", "mode": "expert:x"}))
+    # the same mode from another circuit folder (eval --negotiax-dir) is another run too
+    nx = {"model": "m", "mode": "negotiax", "policy_source": {"circuit": "a/full", "created": "t0"}}
+    run_suite(SUITE, ScriptedPolicy(answers, lp), judges, tmp_path / "nx", **dict(kw, run_info=nx))
+    with pytest.raises(CacheMismatch, match="another run"):
+        run_suite(SUITE, rerun, judges, tmp_path / "nx",
+                  **dict(kw, run_info=dict(nx, policy_source={"circuit": "b/full", "created": "t1"})))
 
 
 def test_real_tiny_policy_through_the_runner(tiny_lm, tasks, tmp_path, data_dir):

@@ -124,6 +124,7 @@ def test_train_experts_cli_dpo_on_the_real_pairs(tmp_path, data_dir, monkeypatch
     assert (hp["batch_size"], hp["grad_accum"]) == (3, 2)
     cached = json.loads((tmp_path / ".work" / "harmless-base-answers.json").read_text())
     assert cached["model"] == "tiny-random" and cached["max_new_tokens"] == 96 and cached["answers"]
+    assert len(cached["weights"]) == 16                   # a retrained local base under the same name differs
     import alignx.experts.train as T
     from alignx.experts.dpo import preference_data as pd
     from alignx.models import load_model as lm_

@@ -225,6 +225,11 @@ def test_trained_circuits_become_modes_of_the_studio(tmp_path):
     step = pol.make_step(PROMPT)
     _, report = step(pol.prompt_ids(PROMPT))
     assert report == pytest.approx({o: 1 / 3 for o in OBJ})
+    assert pol.source["circuit"] == str(tmp_path / "module1") and len(pol.source["circuit_sha256"]) == 16
+    from alignx.eval.options import run_info
+
+    assert run_info(studio, "negotiax:module1", policy=pol)["policy_source"] == pol.source
+    assert "policy_source" not in run_info(studio, "base")
     assert methods.policy(studio, "negotiax").answer(PROMPT, __import__("alignx").Sampling(max_new_tokens=3)) is not None
     assert {f"negotiax:without-{o}" for o in OBJ} <= set(studio.modes())       # inference-time leave-one-out
     for o in OBJ:
@@ -272,3 +277,13 @@ def test_harmless_contrast_must_be_a_share():
     for bad in (1.0, -0.1):
         with pytest.raises(InvalidInput, match=r"harmless_contrast must be in \[0, 1\)"):
             objective_data(["harmless"], harmless_contrast=bad)
+
+
+def test_train_mac_cli_checks_the_contrast_share_before_loading(capsys):
+    from alignx.cli import main
+
+    assert main(["train-mac", "--model", "tiny-random", "--harmless-contrast", "1.5", "--out", "/nonexistent"]) == 2
+    assert "--harmless-contrast must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert main(["train-mac", "--model", "tiny-random", "--harmless-contrast", "0.5", "--leave-out", "harmless",
+                 "--out", "/nonexistent"]) == 2
+    assert "harmless is not trained here" in capsys.readouterr().err

@@ -14,7 +14,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("sweep", help="evaluate MoCaE calibration settings and write the helpful/harmless/honest "
                                      "Pareto front (JSON + plotly)")
-    p.add_argument("--suite", default="quick", help="quick | h3fusion | full | safety | safety-core (every point runs it)")
+    p.add_argument("--suite", default="quick", help="quick | h3fusion | full (every point runs it; the front needs all three parts)")
     add_mode_arg(p, default="mocae-logit")
     p.add_argument("--out", required=True, help="output folder; each point gets points/<label>/ (resumable)")
     p.add_argument("--lambda1", default="0.2,0.6,1", help="comma-separated values in [0, 1]")
@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if args.anchors_only and args.no_anchors:
         raise InvalidInput("--anchors-only and --no-anchors exclude each other")
     suite = get_suite(args.suite)
+    if suite.alpaca_n == 0 or suite.truthfulqa_n == 0:
+        raise InvalidInput(f"suite {suite.name!r} has no AlpacaEval or no TruthfulQA part: a sweep's Pareto front "
+                           f"needs helpful, harmless and honest scores (use quick, h3fusion or full)")
     data_dir = resolve_data_dir(args.data_dir)
     settings = [] if args.anchors_only else grid(parse_floats(args.lambda1, "--lambda1"),
                                                  parse_floats(args.lambda2, "--lambda2"),

@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from alignx.errors import InvalidInput
+
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "assets" / "negotiax"
 
 
@@ -53,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from alignx.negotiax.train import objective_data, train_mac, train_preset
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    if not 0.0 <= args.harmless_contrast < 1.0:           # before the model loads
+        raise InvalidInput(f"--harmless-contrast must be in [0, 1), got {args.harmless_contrast}")
+    if args.harmless_contrast and ("harmless" not in objectives or "harmless" in args.leave_out):
+        raise InvalidInput("--harmless-contrast mixes the harmless objective's rows, but harmless is not trained here")
     cfg = preset(args.preset, fork_layer=args.fork_layer, rank=args.rank, depth=args.depth,
                  pathway_rank=args.pathway_rank, seed=args.seed)
     tcfg = train_preset(args.preset, steps=args.steps, learning_rate=args.learning_rate, seed=args.seed,

@@ -117,10 +117,13 @@ def run_info(studio, mode: str, settings: dict | None = None, policy=None) -> di
     calib = describe(calibration)
     if calib is not None and not settings:
         calib = dict(calib, source="router default")
-    return {"model": lm.name, "model_source": lm.source, "mode": mode, "device": str(lm.device),
+    info = {"model": lm.name, "model_source": lm.source, "mode": mode, "device": str(lm.device),
             "experts": {n: {k: c.get(k) for k in ("path", "axis", "created", "version") if k in c}
                         for n, c in (studio.experts or {}).items()},
             "calibration": calib}
+    if getattr(policy, "source", None):             # e.g. the NegotiaX circuit's folder and creation time
+        info["policy_source"] = dict(policy.source)
+    return info
 
 
 def add_ref_cache_arg(p: argparse.ArgumentParser) -> None:

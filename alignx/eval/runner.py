@@ -117,8 +117,12 @@ class GenerationCache:
 
 
 def run_key(run_info: dict, sampling: Sampling | None) -> str:
-    """The run's identity: model, mode, calibration, experts, and (for generations) decoding."""
+    """The run's identity: model, mode, calibration, experts, what else the policy was built from
+    (``policy_source``, e.g. a NegotiaX circuit; absent for the other modes, whose keys stay as
+    they were), and (for generations) decoding."""
     ident = {k: run_info.get(k) for k in ("model", "mode", "calibration", "experts")}
+    if run_info.get("policy_source"):
+        ident["policy_source"] = run_info["policy_source"]
     if sampling is not None:
         ident["sampling"] = [sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.seed]
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -200,8 +204,9 @@ def judge_safety(judges: dict[str, Judge], tasks: Tasks, gens: dict) -> dict[str
         p_ref, refused = [None] * len(bo), refusal_flags(bo)
         refusal_judge = "keyword-refusal (diagnostic fallback: the judge has no refusal class)"
     kw_harm, kw_benign = refusal_flags(ho), refusal_flags(bo)
-    # refusal of the harmful prompts too (the same judge's features: no second pass), so a run can say how
-    # often each harmful set is refused, beside how often each benign one is
+    # refusal of the harmful prompts too, so a run can say how often each harmful set is refused, beside how
+    # often each benign one is (the offline judge reuses the features it computed for P(unsafe); another
+    # refusal judge, e.g. --judge-refusal api, judges the harmful answers a second time)
     refused_h = (M.flag_items(judges["refusal"].refusal(hp, ho), ho, empty_value=1.0) if "refusal" in judges
                  else kw_harm)
     samples = ([{"task": "harmful", "id": x["id"], "set": x["set"], "part": x.get("part", "main"),

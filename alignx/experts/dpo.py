@@ -78,20 +78,24 @@ def preference_data(lm, axis: str, data_dir=None, max_pairs: int | None = 1200, 
     """The axis's training pairs from ``alignx.data.pairs.axis_pairs`` (decontaminated), balanced
     over sources (``balanced_sample``). Harmless: OKTest's benign prompts are answered by the base
     model itself (greedy, ``self_distill``: its refusals are dropped), each answer preferred over a
-    refusal; ``cache`` (a JSON file) keeps those answers, keyed by model and answer length, so a
-    resumed run does not generate them again. Returns (pairs, rows per source, evaluation prompts
-    removed per source)."""
+    refusal; ``cache`` (a JSON file) keeps those answers, keyed by model name, weights fingerprint
+    and answer length, so a later run into the same folder (a resumed one) does not generate them
+    again. Returns (pairs, rows per source, evaluation prompts removed per source)."""
     from alignx.data.pairs import axis_pairs
+    from alignx.eval.scores import weights_fingerprint
     from alignx.experts.train import self_distill
 
     def base_answers(prompts: list[str]) -> list[str]:
-        key = {"model": lm.name, "max_new_tokens": distill_tokens}
+        key = {"model": lm.name, "weights": weights_fingerprint(lm.model), "max_new_tokens": distill_tokens}
         known: dict[str, str] = {}
         if cache is not None and Path(cache).exists():
             saved = json.loads(Path(cache).read_text(encoding="utf-8"))
             known = saved["answers"] if {k: saved.get(k) for k in key} == key else {}
         todo = [p for p in prompts if p not in known]
-        if todo:
+        # self_distill waits on every process: all take the same branch, and under a launcher a
+        # process whose cache lacks answers makes every process answer every prompt
+        if dist.reduce_sum([float(len(todo))])[0] > 0:
+            todo = prompts if dist.launched() else todo
             given = dict(self_distill(lm, todo, distill_tokens))
             known.update({p: given.get(p, "") for p in todo})     # "" = the base refused: no pair
             if cache is not None and dist.is_main():

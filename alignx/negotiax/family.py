@@ -10,6 +10,7 @@ names the served base model are listed. A circuit is loaded on first use and kep
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -95,7 +96,10 @@ class NegotiaXFamily(Family):
         tail = mode.split(":", 1)[1] if ":" in mode else ""
         if tail.startswith(WITHOUT):
             leave_out.append(tail[len(WITHOUT):])
-        return NegotiaXPolicy(nx, variant, leave_out, mode)
+        policy = NegotiaXPolicy(nx, variant, leave_out, mode)
+        weights = hashlib.sha256((found[mode] / "circuit.safetensors").read_bytes()).hexdigest()[:16]
+        policy.source = {"circuit": str(found[mode]), "circuit_sha256": weights}     # a retrained circuit differs
+        return policy
 
 
 register(NegotiaXFamily())

@@ -113,7 +113,10 @@ def _with_contrast(rows: list, sources: dict, removed: dict, share: float, data_
 
     kept, report = EvalIndex.build(data_dir).filter(load("coconot_pref", data_dir), "coconot_pref")
     rng = random.Random(seed)
-    n = min(len(kept), round(share * len(rows)))
+    n = round(share * len(rows))
+    if n > len(kept):
+        raise InvalidInput(f"harmless contrast: {n} compliant rows asked for, CoCoNot pref has {len(kept)} after "
+                           f"decontamination; lower the share")
     contrast = [(r.prompt, r.chosen) for r in rng.sample(kept, n)]
     mixed = rng.sample(rows, len(rows) - n) + contrast
     rng.shuffle(mixed)
