@@ -454,7 +454,7 @@ def test_export_experts_through_replace_dir(tmp_path):
     (dst / "helpful" / "stale.txt").write_text("stale")
     out = export_experts(src, dst)
     assert out == [dst / "helpful", dst / "honest"] and _listing(dst) == ["helpful", "honest"]
-    assert _listing(dst / "helpful") == ["adapter_config.json", "adapter_model.safetensors", "card.json"]
+    assert _listing(dst / "helpful") == ["README.md", "adapter_config.json", "adapter_model.safetensors", "card.json"]
     assert load_file(dst / "helpful" / "adapter_model.safetensors")["w"].dtype == torch.float16
     assert json.loads((dst / "honest" / "card.json").read_text()) == {"axis": "honest", "shipped_dtype": "float16"}
 
