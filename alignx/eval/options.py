@@ -121,7 +121,7 @@ def run_info(studio, mode: str, settings: dict | None = None, policy=None) -> di
             "experts": {n: {k: c.get(k) for k in ("path", "axis", "created", "version") if k in c}
                         for n, c in (studio.experts or {}).items()},
             "calibration": calib}
-    if getattr(policy, "source", None):             # e.g. the NegotiaX circuit's folder and creation time
+    if getattr(policy, "source", None):             # e.g. the NegotiaX circuit's folder and weights hash
         info["policy_source"] = dict(policy.source)
     return info
 

@@ -10,6 +10,7 @@ while the circuit is active.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import weakref
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ class NegotiaX:
             raise InvalidInput(f"fork layer {fork} out of range: the model has layers 0..{n_layers - 1}")
         self.model, self.tokenizer, self.circuit, self.fork, self.cfg = model, tokenizer, circuit, fork, cfg
         self.card = card or {}
+        self.source: dict | None = None      # set by load(): its folder and weights hash (eval's run record)
         p = next(model.parameters())
         circuit.to(p.device)
         _BY_MODEL[_root(model)] = self
@@ -109,7 +111,7 @@ class NegotiaX:
 
     @classmethod
     def load(cls, folder: str | Path, model, tokenizer, base_model: str | None = None) -> "NegotiaX":
-        from safetensors.torch import load_file
+        from safetensors.torch import load as safetensors_load
 
         folder = Path(folder)
         card_path, weights = folder / "card.json", folder / "circuit.safetensors"
@@ -131,12 +133,14 @@ class NegotiaX:
         fork = int(card["fork_layer"])
         cfg.check(hidden, len(body.layers))
         circuit = Circuit(hidden, card["objectives"], cfg, _shapes(model, fork, cfg))
-        state = load_file(str(weights))
+        raw = weights.read_bytes()                     # read once: the tensors and their hash
         try:
-            circuit.load_state_dict(state)
+            circuit.load_state_dict(safetensors_load(raw))
         except RuntimeError as exc:
             raise InvalidInput(f"{weights}: does not fit this model ({str(exc).splitlines()[0]})") from None
-        return cls(model, tokenizer, circuit, fork, cfg, card)
+        nx = cls(model, tokenizer, circuit, fork, cfg, card)
+        nx.source = {"circuit": str(folder), "circuit_sha256": hashlib.sha256(raw).hexdigest()[:16]}
+        return nx
 
 
 def _shapes(model, fork: int, cfg: NegotiaXConfig) -> dict | None:

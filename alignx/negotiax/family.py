@@ -10,7 +10,6 @@ names the served base model are listed. A circuit is loaded on first use and kep
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from pathlib import Path
@@ -97,8 +96,7 @@ class NegotiaXFamily(Family):
         if tail.startswith(WITHOUT):
             leave_out.append(tail[len(WITHOUT):])
         policy = NegotiaXPolicy(nx, variant, leave_out, mode)
-        weights = hashlib.sha256((found[mode] / "circuit.safetensors").read_bytes()).hexdigest()[:16]
-        policy.source = {"circuit": str(found[mode]), "circuit_sha256": weights}     # a retrained circuit differs
+        policy.source = dict(nx.source)              # folder + weights hash, taken when the circuit was loaded
         return policy
 
 
