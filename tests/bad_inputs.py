@@ -343,6 +343,12 @@ CASES: list[Case] = [
     Case("train-unknown-preset", r"unknown preset 'huge'|huge'?.* is not in the list of choices",
          cli=("train-experts", "--base", "tiny-random", "--preset", "huge", "--out", "{root}/train"),
          api=("/train_expert", "helpful", "x", "huge", "uploaded file", File("ok_pairs.json"))),
+    Case("train-sft-experts-wrong-method", r"--sft-experts goes with --method sft\+dpo \(got --method dpo\)",
+         cli=("train-experts", "--base", "tiny-random", "--method", "dpo", "--sft-experts", "{root}",
+              "--out", "{root}/train")),
+    Case("train-sft-experts-not-experts", r"--sft-experts .*harmless has no adapter_config\.json and card\.json",
+         cli=("train-experts", "--base", "tiny-random", "--method", "sft+dpo", "--axes", "harmless",
+              "--sft-experts", "{root}", "--out", "{root}/train")),
     # --- votes ----------------------------------------------------------------------------------
     Case("vote-answers-not-object", r"answers must be a JSON object \{mode: answer\}, got str",
          api=("/vote", "p", "notadict", "base", "helpful"), fixed="'dictionary update sequence element' message"),

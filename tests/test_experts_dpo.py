@@ -77,6 +77,37 @@ def test_sft_then_dpo_starts_from_the_sft_expert(tmp_path, data_dir):
         assert (before[k] - after[k]).abs().max() < 1e-5, k
     card = json.loads((path / "card.json").read_text())
     assert card["recipe"] == "sft+dpo" and card["init_adapter"] == str(sft)
+    import hashlib
+
+    assert card["init_adapter_sha256"] == hashlib.sha256((sft / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
+def test_train_experts_cli_sft_then_dpo_from_an_existing_expert(tmp_path, data_dir, capsys):
+    """``--sft-experts DIR``: DPO goes on from DIR/<axis> (no SFT run, no OUT/.sft); the card names it;
+    an expert folder of another axis is refused before any model loads."""
+    from alignx.cli import main
+    from alignx.experts import preset as sft_preset
+    from alignx.experts import train_expert
+    from alignx.models import load_model
+
+    train_expert(load_model("tiny-random"), "harmless", tmp_path / "sft", sft_preset("tiny"), data_dir=data_dir,
+                 pairs=[(p, c) for p, c, _ in PAIRS])
+    pairs_file = tmp_path / "pairs.json"
+    pairs_file.write_text(json.dumps([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS]))
+    out = tmp_path / "out"
+    args = ["train-experts", "--base", "tiny-random", "--preset", "tiny", "--data-dir", str(data_dir),
+            "--method", "sft+dpo", "--sft-experts", str(tmp_path / "sft"), "--pairs-file", str(pairs_file),
+            "--max-steps", "1", "--no-latent", "--out", str(out)]
+    assert main(args + ["--axes", "harmless"]) == 0
+    card = json.loads((out / "harmless" / "card.json").read_text())
+    assert card["recipe"] == "sft+dpo" and card["init_adapter"] == str(tmp_path / "sft" / "harmless")
+    assert not (out / ".sft").exists()
+    (tmp_path / "sft" / "helpful").mkdir()
+    for f in ("adapter_config.json", "card.json"):
+        text = (tmp_path / "sft" / "harmless" / f).read_text()
+        (tmp_path / "sft" / "helpful" / f).write_text(text)
+    assert main(args + ["--axes", "helpful"]) == 2
+    assert "helpful/card.json is the 'harmless' expert, not 'helpful'" in capsys.readouterr().err
 
 
 def test_recipe_errors(tmp_path):

@@ -40,6 +40,9 @@ def register(sub) -> None:
                    help="sft: supervised on each axis's answers; dpo: DPO on the axis's preference pairs "
                         "(alignx.data.pairs, decontaminated); dpo+sft: DPO plus the NLL of the chosen answer; "
                         "sft+dpo: the SFT expert, then DPO from it")
+    p.add_argument("--sft-experts", default=None,
+                   help="sft+dpo: start DPO from the SFT expert already in DIR/<axis> (e.g. assets/experts) "
+                        "instead of training one first")
     p.add_argument("--beta", type=float, default=None, help="DPO beta (default: the DPO preset's, 0.1)")
     p.add_argument("--max-pairs", type=int, default=1200,
                    help="DPO: training pairs per axis, shared equally over the pair sources (0 = all)")
@@ -96,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
                  benign_nearest=args.benign_nearest, benign_truthfulqa=args.benign_truthfulqa,
                  benign_contrast=args.benign_contrast, template_refusals=args.template_refusals)
     cfg.plan()                                           # a global batch the processes cannot share: fail now
+    sft_inits = sft_expert_folders(args.sft_experts, axes, args.method) if args.sft_experts else {}
     command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     say = (lambda msg: print(msg, file=sys.stderr)) if dist.is_main() else (lambda msg: None)
     if not args.latent_only:
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 path = train_expert(lm, axis, args.out, cfg, data_dir=args.data_dir, resume=args.resume,
                                     command=command)
             else:
-                path = _train_dpo(args, lm, axis, cfg, command)
+                path = _train_dpo(args, lm, axis, cfg, command, sft_inits.get(axis))
             say(f"saved {path}")
     if not args.no_latent and dist.is_main():           # one process fits and writes the latent space
         from alignx.experts.latent_fit import fit_latent_space
@@ -124,9 +128,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_dpo(args: argparse.Namespace, lm, axis: str, cfg, command: str) -> Path:
-    """One axis by DPO (``alignx.experts.dpo``); ``sft+dpo`` trains the SFT expert first, into
-    ``OUT/.sft/<axis>`` (a dot folder: never listed as an expert), then DPO goes on from it."""
+def sft_expert_folders(root: str | Path, axes: list[str], method: str) -> dict[str, Path]:
+    """``--sft-experts``: each axis's existing SFT expert folder, checked before any model loads:
+    only with ``sft+dpo``, and every axis needs ``ROOT/<axis>`` with an adapter and a card of that axis."""
+    import json
+
+    if method != "sft+dpo":
+        raise InvalidInput(f"--sft-experts goes with --method sft+dpo (got --method {method})")
+    folders = {}
+    for axis in axes:
+        folder = Path(root) / axis
+        if not (folder / "adapter_config.json").exists() or not (folder / "card.json").exists():
+            raise InvalidInput(f"--sft-experts {root}: {folder} has no adapter_config.json and card.json "
+                               f"(not an expert folder for the {axis} axis)")
+        try:
+            card_axis = json.loads((folder / "card.json").read_text()).get("axis")
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"{folder / 'card.json'}: unreadable ({exc})") from None
+        if card_axis != axis:
+            raise InvalidInput(f"--sft-experts: {folder / 'card.json'} is the {card_axis!r} expert, not {axis!r}")
+        folders[axis] = folder
+    return folders
+
+
+def _train_dpo(args: argparse.Namespace, lm, axis: str, cfg, command: str, sft_init: Path | None = None) -> Path:
+    """One axis by DPO (``alignx.experts.dpo``); ``sft+dpo`` goes on from ``sft_init`` (``--sft-experts``)
+    or trains the SFT expert first, into ``OUT/.sft/<axis>`` (a dot folder: never listed as an expert)."""
     from alignx.experts.dpo import preference_data, preset as dpo_preset, train_dpo_expert
     from alignx.experts.train import train_expert
     from alignx.models import load_model
@@ -146,8 +173,8 @@ def _train_dpo(args: argparse.Namespace, lm, axis: str, cfg, command: str) -> Pa
         pairs, sources, removed = preference_data(lm, axis, args.data_dir, args.max_pairs or None, dcfg.seed,
                                                   limit=args.source_limit,
                                                   cache=Path(args.out) / ".work" / f"{axis}-base-answers.json")
-    init = None
-    if args.method == "sft+dpo":
+    init = sft_init
+    if args.method == "sft+dpo" and init is None:
         sft_dir = Path(args.out) / ".sft"
         init = sft_dir / axis
         if not (args.resume and (init / "card.json").exists()):

@@ -130,6 +130,16 @@ def reward_accuracy(model, tokenizer, pairs: Sequence[tuple[str, str, str]]) -> 
     return score / len(pairs)
 
 
+def _weights_sha256(folder: str | Path) -> str | None:
+    """sha256 of an adapter folder's weights file: which SFT expert a ``sft+dpo`` run started from."""
+    import hashlib
+
+    for fname in ("adapter_model.safetensors", "adapter_model.bin"):
+        if (Path(folder) / fname).exists():
+            return hashlib.sha256((Path(folder) / fname).read_bytes()).hexdigest()
+    return None
+
+
 def train_dpo_expert(lm, axis: str, pairs: Sequence[tuple[str, str, str]], out_dir: str | Path, cfg: DPOPreset,
                      recipe: str = "dpo", init_adapter: str | Path | None = None, name: str | None = None,
                      sources: dict[str, int] | None = None, removed: dict[str, int] | None = None,
@@ -178,6 +188,7 @@ def train_dpo_expert(lm, axis: str, pairs: Sequence[tuple[str, str, str]], out_d
         "kind": "alignx-expert", "name": name, "axis": axis, "recipe": recipe, "trainer": "trl.DPOTrainer",
         "base_model": lm.name, "base_source": lm.source,
         "init_adapter": str(init_adapter) if init_adapter else None,
+        "init_adapter_sha256": _weights_sha256(init_adapter) if init_adapter else None,
         "data": {"train_pairs": len(train), "heldout_pairs": len(held), "sources": dict(sources or {}),
                  "evaluation_prompts_removed": dict(removed or {})},
         "hyperparameters": dict(asdict(cfg), bf16_autocast=bf16), "steps": int(trainer.state.global_step),
