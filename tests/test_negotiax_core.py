@@ -2,6 +2,8 @@
 KV-cached decode equals the full forward, save / load round trip, mac.* points, config errors."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -176,10 +178,16 @@ def test_train_mac_lowers_the_loss_and_resumes_exactly(lm, tmp_path):
         return calls["n"] > 3
     with pytest.raises(TrainingCancelled):
         train_mac(nx2, DATA, cfg, tcfg, tmp_path / "b", should_stop=stop)
+    first = torch.load(tmp_path / "b" / ".work" / "negotiax" / "checkpoint.pt", weights_only=True)["wall_time_s"]
+    assert first > 0
     nx3 = NegotiaX.fresh(lm.model, lm.tokenizer, OBJ, cfg)
-    again = NegotiaX.load(train_mac(nx3, DATA, cfg, tcfg, tmp_path / "b", resume=True), lm.model, lm.tokenizer)
+    again_path = train_mac(nx3, DATA, cfg, tcfg, tmp_path / "b", resume=True)
+    again = NegotiaX.load(again_path, lm.model, lm.tokenizer)
     for k, v in again.circuit.state_dict().items():
         assert torch.allclose(v, done[k], atol=1e-6), k
+    card = json.loads((again_path / "card.json").read_text())     # wall time over both processes, not the last one
+    assert card["resumed_at_step"] == 3 and card["wall_time_s"] >= first + card["wall_time_s_last_process"] - 0.1
+    assert json.loads((path / "card.json").read_text())["resumed_at_step"] is None
 
 
 @pytest.mark.parametrize("variant", ["module1", "module2", "frozen"])

@@ -24,6 +24,7 @@ summation order. Only the main process writes checkpoints and the circuit.
 """
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -255,7 +256,7 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tcfg.warmup_steps)) *
                                               max(0.0, 1 - s / tcfg.steps) if tcfg.warmup_steps else max(0.0, 1 - s / tcfg.steps))
     work = Path(out_dir) / ".work" / name
-    step, history = 0, []
+    step, history, before = 0, [], 0.0          # before: training seconds of earlier processes (resume)
     ckpt = work / "checkpoint.pt"
     if resume and ckpt.is_file():
         try:                                    # written atomically: torn only if copied or edited by hand
@@ -264,6 +265,7 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             step, history = int(state["step"]), [tuple(h) for h in state["history"].tolist()]
+            before = float(state["wall_time_s"]) if "wall_time_s" in state else float("nan")   # older checkpoints
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: one clear error
             raise InvalidInput(f"{ckpt}: not a readable Train_MAC checkpoint of this circuit "
                                f"({exc.__class__.__name__}: {str(exc)[:200]}); "
@@ -273,12 +275,12 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
     trainable = [p for p in nx.model.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)                 # the base (and any experts) stay frozen
-    t0 = time.time()
+    t0, first_step = time.time(), step
     try:
         step_loss, opt = acc.prepare(StepLoss(nx, cfg, variant, leave_out, tcfg.bf16), opt)
         while step < tcfg.steps:
             if should_stop and should_stop():
-                _checkpoint(ckpt, circuit, opt, sched, step, history)
+                _checkpoint(ckpt, circuit, opt, sched, step, history, before + time.time() - t0)
                 raise TrainingCancelled(f"{name}: cancelled at step {step}; checkpoint in {work}")
             step_rng = random.Random(tcfg.seed * 100_003 + step)      # the batch of a step, resumable
             batches = {}
@@ -300,14 +302,15 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
             if on_step:
                 on_step(step, history[-1][1])
             if step % tcfg.save_steps == 0 and step < tcfg.steps and dist.is_main():
-                _checkpoint(ckpt, circuit, opt, sched, step, history)
+                _checkpoint(ckpt, circuit, opt, sched, step, history, before + time.time() - t0)
     finally:
         for p in trainable:
             p.requires_grad_(True)
     extra = {"base_model": base_model, "variant": variant, "leave_out": list(leave_out), "training": asdict(tcfg),
              "rows_per_objective": {o: len(r) for o, r in rows.items()}, "rows_too_long": cut, "losses": history,
              "data": dict(provenance or {}), "processes": dist.describe(),
-             "wall_time_s": round(time.time() - t0, 1), "command": command, "steps": step}
+             "wall_time_s": _total(before, time.time() - t0), "command": command, "steps": step,
+             "resumed_at_step": first_step or None, "wall_time_s_last_process": round(time.time() - t0, 1)}
     path = Path(out_dir) / name
     if dist.is_main():                          # one writer; the others wait for the folder
         import shutil
@@ -318,10 +321,16 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
     return path
 
 
-def _checkpoint(path: Path, circuit, opt, sched, step: int, history) -> None:
+def _total(before: float, this: float) -> float | None:
+    """Training seconds over every process of a resumed run; None when an older checkpoint did not keep them."""
+    return None if math.isnan(before) else round(before + this, 1)
+
+
+def _checkpoint(path: Path, circuit, opt, sched, step: int, history, wall_time_s: float) -> None:
     from alignx.atomic import replace_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with replace_file(path) as tmp:
         torch.save({"circuit": circuit.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "step": step, "history": torch.tensor(history, dtype=torch.float64).reshape(-1, 2)}, tmp)
+                    "step": step, "history": torch.tensor(history, dtype=torch.float64).reshape(-1, 2),
+                    "wall_time_s": wall_time_s}, tmp)
