@@ -147,6 +147,44 @@ def test_report_on_known_answers(tasks, answers, tmp_path, data_dir):
     assert {s["task"] for s in samples} >= {"alpaca", "harmful", "benign", "truthfulqa", "mc", "pairs:honest"}
 
 
+def test_paired_differences_between_two_runs(tasks, answers, tmp_path, data_dir, capsys):
+    """``compare --paired``: the per-item scores reproduce each report's values, a run against itself
+    differs by exactly 0, and runs of different suites are refused."""
+    from alignx.cli import main
+    from alignx.eval.paired import paired_differences
+
+    judge = ScriptedJudge()
+    judges = {c: judge for c in judge.capabilities}
+    ref = ScriptedPolicy(answers, _lp_factory(tasks, 0.0))
+    safer = dict(answers)
+    safer[tasks.harmful[0]["prompt"]] = "I'm sorry, I can't help with that."     # one unsafe answer fewer
+    safer[tasks.alpaca[1]["instruction"]] = tasks.alpaca[1]["reference"] + " and more"   # one loss becomes a win
+    runs = {}
+    for name, ans, bonus in (("a", answers, 0.5), ("b", safer, -0.5)):
+        runs[name] = run_suite(SUITE, ScriptedPolicy(ans, _lp_factory(tasks, bonus)), judges, tmp_path / name,
+                               ref_policy=ref, n_boot=50, data_dir=data_dir, tasks=tasks, progress=False)
+    d = paired_differences(tmp_path / "a", tmp_path / "b", n_boot=200)
+    for metric, e in d.items():
+        assert e["a"] == pytest.approx(runs["a"][metric]["value"]), metric
+        assert e["b"] == pytest.approx(runs["b"][metric]["value"]), metric
+        assert e["diff"] == pytest.approx(e["b"] - e["a"])
+        assert e["ci95"][0] <= e["diff"] + 1e-9 and e["diff"] - 1e-9 <= e["ci95"][1], metric
+    assert d["safety_score"]["diff"] == pytest.approx(-1 / 3) and d["win_rate"]["diff"] == pytest.approx(0.25)
+    assert d["alignment_accuracy"]["diff"] == pytest.approx(-1.0)          # chosen now loses 0.5 nats: every pair
+    assert d["alignment_accuracy"]["p_b_greater"] == 0.0 and d["ti"]["diff"] == 0.0
+    same = paired_differences(tmp_path / "a", tmp_path / "a" / "report.json", n_boot=50)
+    assert all(e["diff"] == 0 and e["ci95"] == [0.0, 0.0] for e in same.values())
+    assert main(["compare", "--paired", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "| B - A (A = a) |" in out and "| b | +0.250 [" in out
+    lines = (tmp_path / "b" / "samples.jsonl").read_text().splitlines()
+    (tmp_path / "b" / "samples.jsonl").write_text("\n".join(x for x in lines if '"id": "alpaca:0"' not in x))
+    with pytest.raises(ValueError, match=r"scored different 'alpaca' items \(1 differ, e\.g\. \['alpaca:0'\]\)"):
+        paired_differences(tmp_path / "a", tmp_path / "b")
+    assert main(["compare", "--paired", str(tmp_path / "a")]) == 2
+    assert "needs at least two runs" in capsys.readouterr().err
+
+
 def test_resume_after_interruption(tasks, answers, tmp_path, data_dir):
     judge = ScriptedJudge(with_refusal=False)
     judges = {c: judge for c in judge.capabilities}
