@@ -54,6 +54,7 @@ def test_ablation_runs_every_variant(tmp_path, data_dir):
     assert saved["rows"][0]["metrics"]["alignment_accuracy"]["value"] == 0.5          # the base against itself
     md = (tmp_path / "out" / "ablation.md").read_text()
     assert "| Module I only (`negotiax:module1`) |" in md and "| leave-one-out (honest) (`negotiax:without-honest`) |" in md
+    assert "| B - A (A = base) |" in md and "| Module I only | " in md                # paired against the base
     for r in result["rows"]:
         run = json.loads(open(r["report"]).read())["run"]
         assert run["mode"] == r["mode"]

@@ -114,22 +114,31 @@ def paired_differences(run_a: str | Path, run_b: str | Path, n_boot: int = 1000,
     return out
 
 
-def paired_table(reports: list[str | Path], n_boot: int = 1000, seed: int = 0) -> str:
-    """Markdown: each run after the first against the first, B - A [95% CI] (P(B > A)) per metric."""
+def _name(run: str | Path) -> str:
+    """A run's label: its folder's name (the folder of a report.json)."""
+    path = Path(str(run))
+    return path.parent.name if path.name == "report.json" else path.name
+
+
+def paired_table(reports: list[str | Path], n_boot: int = 1000, seed: int = 0,
+                 labels: list[str] | None = None) -> str:
+    """Markdown: each run after the first against the first, B - A [95% CI] (P(B > A)) per metric;
+    rows named by ``labels`` (one per report) or by the runs' folders."""
     if len(reports) < 2:
         raise InvalidInput("compare --paired needs at least two runs: the first is the one the others are paired with")
+    names = list(labels) if labels else [_name(r) for r in reports]
     metrics = list(HIGHER_IS_BETTER)
-    head = "| B - A (A = " + Path(str(reports[0])).name + ") | " + " | ".join(
+    head = f"| B - A (A = {names[0]}) | " + " | ".join(
         f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in metrics) + " |"
     lines = [head, "|" + "---|" * (len(metrics) + 1)]
-    for run in reports[1:]:
+    for run, name in zip(reports[1:], names[1:]):
         d = paired_differences(reports[0], run, n_boot, seed)
         cells = []
         for m in metrics:
             e = d[m]
             cells.append("n/a" if e["diff"] is None else
                          f"{e['diff']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}] ({e['p_b_greater']:.2f})")
-        lines.append(f"| {Path(str(run)).name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"paired bootstrap over the same items ({n_boot} resamples, seed {seed}); "
                  "in brackets the 95% interval, in parentheses P(B > A)")

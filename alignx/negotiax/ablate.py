@@ -15,7 +15,8 @@ The variants, in table order (``VARIANT_ROWS``):
 Each mode runs ``alignx.eval.sweep.evaluate_candidate`` in ``<out>/points/<mode>`` (resumable
 mode by mode: a killed ablation keeps the answers it had), with the base as pi_ref. Writes
 ``ablation.json`` (rows: variant, mode, every headline metric with its 95% CI) and
-``ablation.md`` (the ``compare`` table, rows labelled by variant).
+``ablation.md`` (the ``compare`` table, rows labelled by variant, then each variant minus the base on
+the same items with paired bootstrap CIs: ``alignx.eval.paired``).
 """
 from __future__ import annotations
 
@@ -80,6 +81,11 @@ def run_ablation(studio, suite, judges, out_dir: str | Path, modes: Sequence[str
     table = compare_table(reports)
     for (label, mode) in rows:                      # rows named by variant, mode in brackets
         table = table.replace(f"| {mode} |", f"| {label} (`{mode}`) |", 1)
+    if len(result_rows) > 1 and result_rows[0]["mode"] == "base":      # every variant minus the base, same items
+        from alignx.eval.paired import paired_table
+
+        table += "\n\n" + paired_table([r["report"] for r in result_rows], run_kw.get("n_boot", 1000),
+                                        run_kw.get("seed", 0), labels=[r["variant"] for r in result_rows])
     result = {"suite": getattr(suite, "name", suite), "rows": result_rows, "skipped": missing, "table": table}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "ablation.json", json.dumps(result, indent=2, default=str) + "\n")
