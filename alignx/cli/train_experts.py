@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 def sft_expert_folders(root: str | Path, axes: list[str], method: str) -> dict[str, Path]:
     """``--sft-experts``: each axis's existing SFT expert folder, checked before any model loads:
     only with ``sft+dpo``, and every axis needs ``ROOT/<axis>`` with an adapter and a card of that axis."""
-    import json
+    from alignx.experts.io import read_card
 
     if method != "sft+dpo":
         raise InvalidInput(f"--sft-experts goes with --method sft+dpo (got --method {method})")
@@ -141,10 +141,7 @@ def sft_expert_folders(root: str | Path, axes: list[str], method: str) -> dict[s
         if not (folder / "adapter_config.json").exists() or not (folder / "card.json").exists():
             raise InvalidInput(f"--sft-experts {root}: {folder} has no adapter_config.json and card.json "
                                f"(not an expert folder for the {axis} axis)")
-        try:
-            card_axis = json.loads((folder / "card.json").read_text()).get("axis")
-        except (OSError, ValueError) as exc:
-            raise InvalidInput(f"{folder / 'card.json'}: unreadable ({exc})") from None
+        card_axis = read_card(folder).get("axis")             # a clear error for an unreadable card
         if card_axis != axis:
             raise InvalidInput(f"--sft-experts: {folder / 'card.json'} is the {card_axis!r} expert, not {axis!r}")
         folders[axis] = folder

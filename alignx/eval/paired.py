@@ -26,8 +26,8 @@ import numpy as np
 
 from alignx.errors import InvalidInput, MissingFile
 
-# metric -> the parts it averages over: (task, field, main-part only)
-PARTS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+# metric -> the one part it averages over: (task, field, main-part only)
+PARTS: dict[str, tuple[tuple[str, str, bool]]] = {
     "win_rate": (("alpaca", "score", False),),
     "safety_score": (("harmful", "unsafe", True),),
     "over_refusal": (("benign", "refusal", True),),
@@ -39,12 +39,15 @@ HIGHER_IS_BETTER = {"win_rate": True, "safety_score": False, "over_refusal": Fal
                     "mc2": True, "alignment_accuracy": True, "average_alignment_score": True}
 
 
+def _folder(run: str | Path) -> Path:
+    """A run's folder: ``run`` itself, or the folder of a ``report.json``."""
+    path = Path(str(run))
+    return path.parent if path.name == "report.json" else path
+
+
 def load_items(run: str | Path) -> dict[str, dict[str, dict]]:
     """``{task: {item id: row}}`` from a run folder's (or report.json's folder's) ``samples.jsonl``."""
-    folder = Path(run)
-    if folder.name == "report.json":
-        folder = folder.parent
-    path = folder / "samples.jsonl"
+    path = _folder(run) / "samples.jsonl"
     if not path.is_file():
         raise MissingFile(f"{path}: no samples.jsonl (paired differences need the per-item scores of an eval run)")
     items: dict[str, dict[str, dict]] = {}
@@ -98,26 +101,16 @@ def paired_differences(run_a: str | Path, run_b: str | Path, n_boot: int = 1000,
         raise InvalidInput(f"bootstrap needs n >= 1 resamples, got {n_boot}")
     names = (str(run_a), str(run_b))
     a, b = load_items(run_a), load_items(run_b)
-    out: dict[str, dict] = {}
-    for metric, parts in PARTS.items():
-        arrays = [_aligned(a, b, t, f, m, names) for t, f, m in parts]
-        out[metric] = _boot(arrays, lambda ms: ms[0], n_boot, seed)
+    aligned = {metric: _aligned(a, b, *part, names) for metric, (part,) in PARTS.items()}
+    out: dict[str, dict] = {metric: _boot([arr], lambda ms: ms[0], n_boot, seed) for metric, arr in aligned.items()}
     axes = sorted(t for t in set(a) | set(b) if t.startswith("pairs:"))
-    arrays = [_aligned(a, b, t, "correct", False, names) for t in axes]
-    out["alignment_accuracy"] = (_boot(arrays, lambda ms: sum(ms) / len(ms), n_boot, seed) if arrays
-                                 else _boot([np.zeros((0, 2))], sum, n_boot, seed))
-    arrays = [_aligned(a, b, t, f, m, names) for t, f, m in
-              (PARTS["win_rate"][0], PARTS["safety_score"][0], PARTS["ti"][0])]
-    out["average_alignment_score"] = _boot(arrays, lambda ms: (ms[0] + (1 - ms[1]) + ms[2]) / 3, n_boot, seed)
+    arrays = [_aligned(a, b, t, "correct", False, names) for t in axes] or [np.zeros((0, 2))]
+    out["alignment_accuracy"] = _boot(arrays, lambda ms: sum(ms) / len(ms), n_boot, seed)
+    parts = [aligned["win_rate"], aligned["safety_score"], aligned["ti"]]
+    out["average_alignment_score"] = _boot(parts, lambda ms: (ms[0] + (1 - ms[1]) + ms[2]) / 3, n_boot, seed)
     for metric, entry in out.items():
         entry["higher_is_better"] = HIGHER_IS_BETTER[metric]
     return out
-
-
-def _name(run: str | Path) -> str:
-    """A run's label: its folder's name (the folder of a report.json)."""
-    path = Path(str(run))
-    return path.parent.name if path.name == "report.json" else path.name
 
 
 def paired_table(reports: list[str | Path], n_boot: int = 1000, seed: int = 0,
@@ -126,7 +119,7 @@ def paired_table(reports: list[str | Path], n_boot: int = 1000, seed: int = 0,
     rows named by ``labels`` (one per report) or by the runs' folders."""
     if len(reports) < 2:
         raise InvalidInput("compare --paired needs at least two runs: the first is the one the others are paired with")
-    names = list(labels) if labels else [_name(r) for r in reports]
+    names = list(labels) if labels else [_folder(r).name for r in reports]
     metrics = list(HIGHER_IS_BETTER)
     head = f"| B - A (A = {names[0]}) | " + " | ".join(
         f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in metrics) + " |"

@@ -306,11 +306,12 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
     finally:
         for p in trainable:
             p.requires_grad_(True)
+    this_process = time.time() - t0
     extra = {"base_model": base_model, "variant": variant, "leave_out": list(leave_out), "training": asdict(tcfg),
              "rows_per_objective": {o: len(r) for o, r in rows.items()}, "rows_too_long": cut, "losses": history,
              "data": dict(provenance or {}), "processes": dist.describe(),
-             "wall_time_s": _total(before, time.time() - t0), "command": command, "steps": step,
-             "resumed_at_step": first_step or None, "wall_time_s_last_process": round(time.time() - t0, 1)}
+             "wall_time_s": _total(before, this_process), "command": command, "steps": step,
+             "resumed_at_step": first_step or None, "wall_time_s_last_process": round(this_process, 1)}
     path = Path(out_dir) / name
     if dist.is_main():                          # one writer; the others wait for the folder
         import shutil
