@@ -158,7 +158,7 @@ def _loss(nx, o="harmless"):
         return float(objective_losses(nx, b, o, "full", nx.cfg)["ce"])
 
 
-def test_train_mac_lowers_the_loss_and_resumes_exactly(lm, tmp_path):
+def test_train_mac_lowers_the_loss_and_resumes_exactly(lm, tmp_path, capsys):
     from alignx.experts.train import TrainingCancelled
     from alignx.negotiax.train import train_mac, train_preset
 
@@ -188,6 +188,19 @@ def test_train_mac_lowers_the_loss_and_resumes_exactly(lm, tmp_path):
     card = json.loads((again_path / "card.json").read_text())     # wall time over both processes, not the last one
     assert card["resumed_at_step"] == 3 and card["wall_time_s"] >= first + card["wall_time_s_last_process"] - 0.1
     assert json.loads((path / "card.json").read_text())["resumed_at_step"] is None
+
+    from alignx.cli import main                   # train-mac --summary: the card's losses, first and last updates
+    from alignx.negotiax.train import card_summary
+
+    losses = [loss for _, loss in card["losses"]]
+    summary = card_summary(card, window=2)
+    assert summary["loss_first_2_mean"] == round(sum(losses[:2]) / 2, 3) and summary["steps"] == 6
+    assert summary["loss_last_2_mean"] == round(sum(losses[-2:]) / 2, 3)
+    assert main(["train-mac", "--summary", str(again_path)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip())
+    assert printed["circuit"] == str(again_path) and printed["loss_first_20_mean"] == round(sum(losses) / 6, 3)
+    assert main(["train-mac", "--summary", str(tmp_path)]) == 2
+    assert "card.json: file not found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("variant", ["module1", "module2", "frozen"])

@@ -41,6 +41,9 @@ def register(sub) -> None:
                         "sensitive-looking benign prompts (0 = refusals only)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summary", nargs="+", metavar="FOLDER", default=None,
+                   help="train nothing: print the summary train-mac prints at its end (steps, wall time, mean loss "
+                        "of the first and last 20 updates) for these trained circuit folders, one JSON line each")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -52,8 +55,17 @@ def run(args: argparse.Namespace) -> int:
     from alignx.models import load_model
     from alignx.negotiax.config import preset
     from alignx.negotiax.core import NegotiaX, register_points
-    from alignx.negotiax.train import objective_data, train_mac, train_preset
+    from alignx.negotiax.train import card_summary, objective_data, train_mac, train_preset
 
+    if args.summary:
+        from alignx.data.readers import read_json
+
+        for folder in args.summary:
+            card = read_json(Path(folder) / "card.json")     # errors name the file (missing, not JSON, ...)
+            if not isinstance(card, dict):
+                raise InvalidInput(f"{Path(folder) / 'card.json'}: expected a JSON object, got {type(card).__name__}")
+            print(json.dumps({"circuit": str(folder), **card_summary(card)}))
+        return 0
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     if not 0.0 <= args.harmless_contrast < 1.0:           # before the model loads
         raise InvalidInput(f"--harmless-contrast must be in [0, 1), got {args.harmless_contrast}")
@@ -79,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     if dist.is_main():                                   # under a launcher: one report, from rank 0
         card = json.loads((path / "card.json").read_text())
-        print(json.dumps({k: card.get(k) for k in ("variant", "leave_out", "steps", "parameters", "wall_time_s",
-                                                   "processes")}))
+        print(json.dumps(card_summary(card)))
         print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -322,6 +322,15 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
     return path
 
 
+def card_summary(card: Mapping, window: int = 20) -> dict:
+    """What ``train-mac`` prints for a trained circuit: the card's variant, steps, parameters, wall time
+    and processes, and the mean loss of its first and last ``window`` updates (``losses`` = [(step, loss)])."""
+    losses = [float(loss) for _, loss in card.get("losses") or []]
+    mean = (lambda xs: round(sum(xs) / len(xs), 3) if xs else None)
+    return {**{k: card.get(k) for k in ("variant", "leave_out", "steps", "parameters", "wall_time_s", "processes")},
+            f"loss_first_{window}_mean": mean(losses[:window]), f"loss_last_{window}_mean": mean(losses[-window:])}
+
+
 def _total(before: float, this: float) -> float | None:
     """Training seconds over every process of a resumed run; None when an older checkpoint did not keep them."""
     return None if math.isnan(before) else round(before + this, 1)
