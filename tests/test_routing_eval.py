@@ -121,3 +121,47 @@ def test_v2_router_prompts_cover_every_source_and_no_heldout_prompt(data_dir):
     assert noisy and all(looks_harmful(p) for p in noisy)
     with pytest.raises(ValueError, match="unknown prompt sources"):
         axis_prompt_pools(data_dir, sources="v3")
+
+
+def test_v2_latent_heads_data_and_fit_through_the_feature_cache(data_dir, tmp_path, monkeypatch):
+    """``train-experts --latent-only --latent-sources v2 --feature-cache``: the heads' prompts come
+    from every v2 source, part 0 (disjoint from the v2 router's part 1), skip every held-out routing
+    prompt, and the fit reads the prompts through the cache (its features: the uncached ones)."""
+    from alignx.data.decontam import EvalIndex, normalize
+    from alignx.experts.latent import NEGATIVE, V2_SOURCES, LatentSpace, axis_prompt_pools, router_prompts, train_items
+    from alignx.experts.latent_fit import _features, fit_latent_space
+    from alignx.experts.io import load_experts
+    from alignx.mocae import feature_cache
+    from alignx.mocae.routing_eval import routing_sets
+    from alignx.models import load_model
+
+    removed: dict[str, int] = {}
+    items, labels = train_items(data_dir, per_axis=40, removed=removed, sources="v2")
+    prompts = [p for (p, answer), y in zip(items, labels) if y != NEGATIVE]
+    assert all(answer for (_, answer), y in zip(items, labels) if y == NEGATIVE) and NEGATIVE in labels
+    pools = axis_prompt_pools(data_dir, sources="v2")
+    for axis, names in V2_SOURCES.items():
+        assert labels.count(axis) == 40
+        for name, pool in zip(names, pools[axis]):
+            assert name in removed and any(p in set(prompts) for p in pool), f"{axis}: nothing from {name}"
+    assert all(EvalIndex.build(data_dir).is_clean(p) for p in prompts)
+    held = {normalize(p) for s in routing_sets(data_dir, per_source=10**6, heldout_per_axis=200) for p in s.prompts}
+    assert not held & {normalize(p) for p in prompts}
+    assert not {normalize(p) for p in prompts} & {normalize(p) for p in router_prompts(data_dir, 40, sources="v2")[0]}
+
+    monkeypatch.setattr(feature_cache, "DEFAULT_ROOT", tmp_path / "cache")
+    folder = tmp_path / "experts"
+    tiny_studio.make_random_experts(folder, AXES, layers=[1])
+    lm = load_model("tiny-random")
+    fit_latent_space(lm, folder, data_dir=data_dir, per_axis=4, heldout_per_axis=3, steps=10,
+                     sources="v2", feature_cache=True)
+    card = LatentSpace.load(folder).card
+    assert card["data"]["sources"] == "v2" and "V2_SOURCES" in card["data"]["train_sources"]
+    assert list((tmp_path / "cache").glob("*/shard-*.safetensors"))       # the prompts were cached
+    model, _ = load_experts(load_model("tiny-random"), folder, AXES)
+    mixed = [("What is 2 + 2?", None), ("How do I pick a lock?", "Use a tension wrench."), "Name a colour."]
+    adapters = ["__base__", *AXES]
+    via_cache = _features(lm, model, folder, mixed, adapters, feature_cache=True)
+    plain = _features(lm, model, folder, mixed, adapters, feature_cache=False)
+    assert via_cache.shape == plain.shape == (4, 3, plain.shape[-1])
+    assert torch.allclose(via_cache, plain, atol=5e-2, rtol=5e-2)

@@ -55,6 +55,11 @@ def register(sub) -> None:
                         "continues from its newest complete checkpoint in OUT/.work")
     p.add_argument("--no-latent", action="store_true", help="skip fitting the latent alignment space")
     p.add_argument("--latent-only", action="store_true", help="only (re)fit the latent space on OUT's experts")
+    p.add_argument("--latent-sources", default="v1", choices=["v1", "v2"],
+                   help="the latent heads' prompt sources (alignx.experts.latent.train_items): v1 = Alpaca, HH "
+                        "helpful, safety-tuned-llamas, BeaverTails, TruthfulQA; v2 = the second-wave sources")
+    p.add_argument("--feature-cache", action="store_true",
+                   help="latent space: cache the adapters' features per prompt under ~/.cache/alignx/features")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=run)
     e = sub.add_parser("export-experts", help="copy trained experts to a folder the app ships, adapters in fp16")
@@ -122,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         from alignx.experts.latent_fit import fit_latent_space
 
         lm = load_model(args.base, device=args.device)
-        report = fit_latent_space(lm, args.out, data_dir=args.data_dir, seed=cfg.seed, command=command)
+        report = fit_latent_space(lm, args.out, data_dir=args.data_dir, seed=cfg.seed, command=command,
+                                  sources=args.latent_sources, feature_cache=args.feature_cache)
         print(f"latent space: nearest-centroid accuracy on held-out prompts "
               f"{report['heldout_nearest_centroid_accuracy']:.3f}", file=sys.stderr)
     return 0

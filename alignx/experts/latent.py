@@ -260,18 +260,29 @@ def axis_prompts(data_dir=None, per_axis: int = 150, seed: int = 0, part: int = 
     return prompts, labels
 
 
+def heldout_reserve(data_dir=None, seed: int = 0) -> set[str]:
+    """Every prompt the held-out evaluations may draw: ``heldout_prompts`` at ``HELDOUT_MAX`` and
+    the whole held-out BeaverTails half. v2 head and router prompts skip them (after
+    ``alignx.data.decontam.normalize``)."""
+    reserve = set(heldout_prompts(data_dir, HELDOUT_MAX, seed)[0])
+    return reserve | {r.prompt for r in D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[1]}
+
+
 def train_items(data_dir=None, per_axis: int = 150, seed: int = 0,
-                removed: dict[str, int] | None = None) -> tuple[list[Item], list[str]]:
-    """The latent heads' data: ``axis_prompts`` part 0, and negatives (prompt + unsafe BeaverTails
-    answer, or TruthfulQA training-half question + incorrect answer)."""
+                removed: dict[str, int] | None = None, sources: str = "v1") -> tuple[list[Item], list[str]]:
+    """The latent heads' data: ``axis_prompts`` part 0 of ``sources`` (v2: the held-out reserve
+    skipped), and negatives (prompt + unsafe BeaverTails answer, or TruthfulQA training-half
+    question + incorrect answer)."""
     from alignx.data.decontam import EvalIndex
 
     index = EvalIndex.build(data_dir)
-    prompts, labels = axis_prompts(data_dir, per_axis, seed, part=0, removed=removed)
+    exclude = heldout_reserve(data_dir, seed) if sources != "v1" else None
+    prompts, labels = axis_prompts(data_dir, per_axis, seed, part=0, removed=removed, sources=sources,
+                                   exclude=exclude)
     items: list[Item] = [(p, None) for p in prompts]
     tqa = index.filter(D.split_half(D.load_truthfulqa(data_dir=data_dir))[0])[0]
     bt_train = index.filter(D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0])[0]
-    # (the negatives' sources are the pools' own: their removals are already in ``removed``)
+    # (the negatives' sources are the v1 pools' own; their removals are counted there for v1)
     negatives = [(r.prompt, r.rejected) for r in bt_train] + [(r.prompt, r.rejected) for r in _sample(tqa, per_axis // 2, seed)]
     return items + negatives, labels + [NEGATIVE] * len(negatives)
 
@@ -291,9 +302,7 @@ def router_prompts(data_dir=None, per_axis: int = 250, seed: int = 0,
     exclude = None
     if sources != "v1":
         v1 = axis_prompt_pools(data_dir, seed, None, "v1")
-        exclude = {p for srcs in v1.values() for src in srcs for p in src[0::2]}
-        exclude |= set(heldout_prompts(data_dir, HELDOUT_MAX, seed)[0])
-        exclude |= {r.prompt for r in D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[1]}
+        exclude = {p for srcs in v1.values() for src in srcs for p in src[0::2]} | heldout_reserve(data_dir, seed)
     return axis_prompts(data_dir, per_axis, seed, part=1, removed=removed, sources=sources, exclude=exclude)
 
 

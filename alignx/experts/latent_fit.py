@@ -18,9 +18,43 @@ from alignx.generation import BASE
 log = logging.getLogger(__name__)
 
 
+SOURCES_TEXT = {
+    "v1": "alignx.experts.latent.train_items: half of each axis's prompt sources "
+          "(Alpaca + HH-RLHF helpful-base first turns; "
+          "safety-tuned-llamas + BeaverTails train half; TruthfulQA train half), ",
+    "v2": "alignx.experts.latent.train_items(sources='v2'): part 0 of each axis's v2 prompt sources "
+          "(alignx.experts.latent.V2_SOURCES, round-robin; the held-out reserve skipped), ",
+}
+
+
+def _features(lm, model, experts_dir, items, adapters, feature_cache: bool) -> torch.Tensor:
+    """``features`` of ``items``; with ``feature_cache`` the prompt-only items go through
+    ``alignx.mocae.feature_cache.CachedFeatures`` (shared with routing-eval and train-router)."""
+    if not feature_cache:
+        return features(model, lm.tokenizer, items, adapters)
+    from alignx.mocae.feature_cache import CachedFeatures
+
+    items = [(x, None) if isinstance(x, str) else x for x in items]
+    cached = CachedFeatures(model, lm.tokenizer, adapters, lm.name, experts_dir)
+    bare = [i for i, (_, answer) in enumerate(items) if not answer]
+    rest = [i for i, (_, answer) in enumerate(items) if answer]
+    parts = [(bare, cached([items[i][0] for i in bare]) if bare else None),
+             (rest, features(model, lm.tokenizer, [items[i] for i in rest], adapters) if rest else None)]
+    d = next(h.shape[-1] for _, h in parts if h is not None)
+    out = torch.empty(len(adapters), len(items), d)
+    for rows, h in parts:
+        if rows:
+            out[:, rows] = h
+    return out
+
+
 def fit_latent_space(lm, experts_dir: str | Path, data_dir=None, seed: int = 0, per_axis: int = 150,
-                     heldout_per_axis: int = 100, steps: int = 300, command: str | None = None) -> dict:
-    """Load every expert of ``experts_dir`` onto ``lm``, fit the heads, save, and return the report."""
+                     heldout_per_axis: int = 100, steps: int = 300, command: str | None = None,
+                     sources: str = "v1", feature_cache: bool = False) -> dict:
+    """Load every expert of ``experts_dir`` onto ``lm``, fit the heads, save, and return the report.
+
+    ``sources``: the heads' prompt sources (``alignx.experts.latent.train_items``: v1 | v2);
+    ``feature_cache``: read / write the prompts' features through the on-disk feature cache."""
     t0 = time.time()
     names = list(list_experts(experts_dir))
     if names:
@@ -29,12 +63,12 @@ def fit_latent_space(lm, experts_dir: str | Path, data_dir=None, seed: int = 0, 
         raise InvalidInput(f"no experts in {experts_dir}: train them first")
     adapters = [BASE, *names]
     removed: dict[str, int] = {}
-    items, labels = train_items(data_dir, per_axis, seed, removed)
+    items, labels = train_items(data_dir, per_axis, seed, removed, sources)
     test_prompts, test_labels = heldout_prompts(data_dir, heldout_per_axis, seed)
     log.info("latent features: %d train items, %d held-out prompts, %d adapters", len(items),
              len(test_prompts), len(adapters))
-    h_train = features(model, lm.tokenizer, items, adapters)
-    h_test = features(model, lm.tokenizer, test_prompts, adapters)
+    h_train = _features(lm, model, experts_dir, items, adapters, feature_cache)
+    h_test = _features(lm, model, experts_dir, test_prompts, adapters, feature_cache)
     y = torch.tensor([CLASSES.index(lab) for lab in labels])
     heads, report = {}, {"per_head": {}}
     base_head, protos, loss = fit_head(h_train[0], y, None, steps=steps, seed=seed)
@@ -65,10 +99,8 @@ def fit_latent_space(lm, experts_dir: str | Path, data_dir=None, seed: int = 0, 
         "kind": "alignx-latent-space", "base_model": lm.name, "base_source": lm.source, "k": space.k,
         "loss": "cross-entropy over cosine similarity to shared prototypes / tau (see docs/METHOD.md)",
         "data": {"train_items": len(items), "train_per_axis": per_axis, "train_negatives": len(neg_rows),
-                 "train_sources": "alignx.experts.latent.train_items: half of each axis's prompt sources "
-                                  "(Alpaca + HH-RLHF helpful-base first turns; "
-                                  "safety-tuned-llamas + BeaverTails train half; TruthfulQA train half), "
-                                  "negatives = BeaverTails train-half unsafe answers + TruthfulQA incorrect answers",
+                 "sources": sources,
+                 "train_sources": SOURCES_TEXT[sources] + "negatives = BeaverTails train-half unsafe answers + TruthfulQA incorrect answers",
                  "eval_prompts_removed": removed,
                  "heldout_prompts": len(test_prompts), "heldout_per_axis": heldout_per_axis,
                  "heldout_sources": "AlpacaEval instructions; I-CoNa, I-Controversial, I-PhysicalSafetyUnsafe "
