@@ -14,6 +14,11 @@ First line: a surface-form baseline without the model, the same fit on word 1- a
 presence (n-grams in at least 2 training prompts), with its cross-validated accuracy on the
 training prompts next to held-out: how far the held-out sets' wording departs from the training
 sources' (``--lexical-only`` prints just that line).
+
+``--sources v2``: fit on ``latent.router_prompts(sources="v2")`` (what ``train-router --sources
+v2`` fits on) and score every held-out routing set of ``alignx.mocae.routing_eval.routing_sets``
+(the 300 held-out prompts + Arena-Hard, HarmBench test, SimpleSafetyTests, XSTest safe; 100 per
+new source), pooled and per source: the ceiling of issue 14's routing target for these features.
 """
 from __future__ import annotations
 
@@ -71,10 +76,22 @@ def main() -> None:
                    help="training prompts per axis (the shipped router: 250; honest has 204 at most)")
     p.add_argument("--balanced", action="store_true", help="class-balanced cross-entropy (Router.fit balanced=True)")
     p.add_argument("--lexical-only", action="store_true", help="only the word n-gram baseline (no model)")
+    p.add_argument("--sources", default="v1", choices=["v1", "v2"],
+                   help="v1: the shipped router's prompts, scored on the 300 held-out; v2: the v2 router "
+                        "prompts, scored on every held-out routing set (routing-eval's)")
+    p.add_argument("--per-source", type=int, default=100, help="--sources v2: prompts per new held-out source")
     a = p.parse_args()
     axes = ["harmless", "helpful", "honest"]
-    tr_p, tr_y = router_prompts(a.data_dir, a.per_axis)
-    te_p, te_y = heldout_prompts(a.data_dir, 100)
+    tr_p, tr_y = router_prompts(a.data_dir, a.per_axis, sources=a.sources)
+    if a.sources == "v2":
+        from alignx.mocae.routing_eval import routing_sets
+
+        sets = routing_sets(a.data_dir, a.per_source, 100)
+        te_p = [q for s_ in sets for q in s_.prompts]
+        te_y = [v for s_ in sets for v in s_.labels]
+        set_of = [s_.source for s_ in sets for _ in s_.prompts]
+    else:
+        te_p, te_y = heldout_prompts(a.data_dir, 100)
     ytr = torch.tensor([axes.index(v) for v in tr_y])
     yte = torch.tensor([axes.index(v) for v in te_y])
     lexical(tr_p, ytr, te_p, yte, a.balanced)
@@ -102,9 +119,12 @@ def main() -> None:
     for combo in ([("user", 10), ("user", 20)], [("user", 15), ("user", 30)], [("user", 10), ("user", 20), ("user", 30)],
                   [("user", L) for L in LAYERS]):
         print(f"{combo}  held-out accuracy {float(fit(combo).float().mean()):.3f}", flush=True)
-    src = {r.prompt: n for n in D.SAFETY_HARMFUL_SETS for r in D.load_safety_eval(n, data_dir=a.data_dir)}
-    sources = [src.get(q, {"harmless": "BeaverTails", "helpful": "AlpacaEval", "honest": "TruthfulQA"}[v])
-               for q, v in zip(te_p, te_y)]
+    if a.sources == "v2":
+        sources = set_of
+    else:
+        src = {r.prompt: n for n in D.SAFETY_HARMFUL_SETS for r in D.load_safety_eval(n, data_dir=a.data_dir)}
+        sources = [src.get(q, {"harmless": "BeaverTails", "helpful": "AlpacaEval", "honest": "TruthfulQA"}[v])
+                   for q, v in zip(te_p, te_y)]
     for key in [("all", 10), ("all", 30)]:
         ok = fit([key])
         print(f"per source, {key}:")
