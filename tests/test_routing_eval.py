@@ -161,7 +161,8 @@ def test_v2_latent_heads_data_and_fit_through_the_feature_cache(data_dir, tmp_pa
     model, _ = load_experts(load_model("tiny-random"), folder, AXES)
     mixed = [("What is 2 + 2?", None), ("How do I pick a lock?", "Use a tension wrench."), "Name a colour."]
     adapters = ["__base__", *AXES]
-    via_cache = _features(lm, model, folder, mixed, adapters, feature_cache=True)
-    plain = _features(lm, model, folder, mixed, adapters, feature_cache=False)
+    cached = feature_cache.CachedFeatures(model, lm.tokenizer, adapters, lm.name, folder)
+    via_cache = _features(model, lm.tokenizer, mixed, adapters, cached)
+    plain = _features(model, lm.tokenizer, mixed, adapters)
     assert via_cache.shape == plain.shape == (4, 3, plain.shape[-1])
     assert torch.allclose(via_cache, plain, atol=5e-2, rtol=5e-2)

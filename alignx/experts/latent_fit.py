@@ -27,19 +27,17 @@ SOURCES_TEXT = {
 }
 
 
-def _features(lm, model, experts_dir, items, adapters, feature_cache: bool) -> torch.Tensor:
-    """``features`` of ``items``; with ``feature_cache`` the prompt-only items go through
-    ``alignx.mocae.feature_cache.CachedFeatures`` (shared with routing-eval and train-router)."""
-    if not feature_cache:
-        return features(model, lm.tokenizer, items, adapters)
-    from alignx.mocae.feature_cache import CachedFeatures
-
+def _features(model, tokenizer, items, adapters, cached=None) -> torch.Tensor:
+    """``features`` of ``items``; with ``cached`` (an ``alignx.mocae.feature_cache.CachedFeatures``,
+    shared with routing-eval and train-router) the prompt-only items are read / written there, the
+    (prompt, answer) items are encoded each time."""
+    if cached is None:
+        return features(model, tokenizer, items, adapters)
     items = [(x, None) if isinstance(x, str) else x for x in items]
-    cached = CachedFeatures(model, lm.tokenizer, adapters, lm.name, experts_dir)
     bare = [i for i, (_, answer) in enumerate(items) if not answer]
     rest = [i for i, (_, answer) in enumerate(items) if answer]
     parts = [(bare, cached([items[i][0] for i in bare]) if bare else None),
-             (rest, features(model, lm.tokenizer, [items[i] for i in rest], adapters) if rest else None)]
+             (rest, features(model, tokenizer, [items[i] for i in rest], adapters) if rest else None)]
     d = next(h.shape[-1] for _, h in parts if h is not None)
     out = torch.empty(len(adapters), len(items), d)
     for rows, h in parts:
@@ -67,8 +65,13 @@ def fit_latent_space(lm, experts_dir: str | Path, data_dir=None, seed: int = 0, 
     test_prompts, test_labels = heldout_prompts(data_dir, heldout_per_axis, seed)
     log.info("latent features: %d train items, %d held-out prompts, %d adapters", len(items),
              len(test_prompts), len(adapters))
-    h_train = _features(lm, model, experts_dir, items, adapters, feature_cache)
-    h_test = _features(lm, model, experts_dir, test_prompts, adapters, feature_cache)
+    cached = None
+    if feature_cache:
+        from alignx.mocae.feature_cache import CachedFeatures
+
+        cached = CachedFeatures(model, lm.tokenizer, adapters, lm.name, experts_dir)
+    h_train = _features(model, lm.tokenizer, items, adapters, cached)
+    h_test = _features(model, lm.tokenizer, test_prompts, adapters, cached)
     y = torch.tensor([CLASSES.index(lab) for lab in labels])
     heads, report = {}, {"per_head": {}}
     base_head, protos, loss = fit_head(h_train[0], y, None, steps=steps, seed=seed)
