@@ -5,7 +5,8 @@ use. DPO (Rafailov et al. 2023) minimises, over pairs (x, y_c, y_r),
     L = -log sigmoid( beta [ (log pi(y_c | x) - log pi_ref(y_c | x)) - (log pi(y_r | x) - log pi_ref(y_r | x)) ] )
         [+ w_sft * NLL(y_c | x)]
 
-with pi_ref the frozen base (the LoRA disabled: TRL needs no second model for a peft model) and
+with pi_ref the frozen base for a fresh LoRA (the LoRA disabled: TRL needs no second model for a
+peft model), or a frozen copy of the starting adapter when ``model`` already holds one, and
 the optional NLL term of the chosen answer (``sft_weight``; TRL's ``loss_type=["sigmoid", "sft"]``,
 the RPO objective of Pang et al. 2024). Checkpoints go to ``work`` every ``save_steps`` updates;
 ``resume=True`` continues from the newest complete one (``alignx.checkpoints.last_checkpoint``),
@@ -114,8 +115,8 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
     """Train on TRL preference ``rows``; returns ``(trainer, train_result, resumed, bf16, processes)``.
 
     ``model``: a ``PeftModel`` whose active adapter is already trainable (SFT then DPO: the SFT
-    expert goes on learning; pi_ref is still the base, the adapter disabled); default: a fresh LoRA
-    of ``cfg`` on ``lm.model``. Raises ``TrainingCancelled`` (checkpoint kept) when ``should_stop``."""
+    expert goes on learning; TRL copies it as a frozen ``ref`` adapter, so pi_ref is the SFT
+    expert); default: a fresh LoRA of ``cfg`` on ``lm.model``. Raises ``TrainingCancelled`` (checkpoint kept) when ``should_stop``."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer

@@ -6,8 +6,9 @@ runner ``alignx.dpo.run_dpo`` (TRL's ``DPOTrainer`` on a peft LoRA, pi_ref = the
 * ``dpo``: a fresh LoRA, L = L_DPO;
 * ``dpo+sft``: a fresh LoRA, L = L_DPO + w_sft NLL(y_c | x) (``sft_weight`` > 0, the RPO objective);
 * ``sft+dpo``: the axis's SFT expert (``init_adapter``, trained by ``train_expert``) goes on
-  learning under L_DPO; pi_ref stays the base, so the KL anchor pulls towards the base, not
-  towards the SFT expert (documented in docs/METHOD.md).
+  learning under L_DPO; TRL copies the loaded adapter as a frozen ``ref`` adapter, so pi_ref is
+  the SFT expert and the KL anchor pulls towards it (the logged loss starts at ln 2; docs/METHOD.md).
+  ``reward_accuracy`` on the card still measures against the base (adapters off).
 
 The card records the held-out implicit-reward accuracy before (= 0.5 with ties: a fresh LoRA is
 the base) and after training: the share of held-out pairs with
