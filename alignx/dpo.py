@@ -116,7 +116,8 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
 
     ``model``: a ``PeftModel`` whose active adapter is already trainable (SFT then DPO: the SFT
     expert goes on learning; TRL copies it as a frozen ``ref`` adapter, so pi_ref is the SFT
-    expert); default: a fresh LoRA of ``cfg`` on ``lm.model``. Raises ``TrainingCancelled`` (checkpoint kept) when ``should_stop``."""
+    expert); default: a fresh LoRA of ``cfg`` on ``lm.model``. Raises ``TrainingCancelled``
+    (checkpoint kept) when ``should_stop``."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer

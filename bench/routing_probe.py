@@ -89,7 +89,7 @@ def main() -> None:
         sets = routing_sets(a.data_dir, a.per_source, 100)
         te_p = [q for s_ in sets for q in s_.prompts]
         te_y = [v for s_ in sets for v in s_.labels]
-        set_of = [s_.source for s_ in sets for _ in s_.prompts]
+        sources = [s_.source for s_ in sets for _ in s_.prompts]
     else:
         te_p, te_y = heldout_prompts(a.data_dir, 100)
     ytr = torch.tensor([axes.index(v) for v in tr_y])
@@ -119,9 +119,7 @@ def main() -> None:
     for combo in ([("user", 10), ("user", 20)], [("user", 15), ("user", 30)], [("user", 10), ("user", 20), ("user", 30)],
                   [("user", L) for L in LAYERS]):
         print(f"{combo}  held-out accuracy {float(fit(combo).float().mean()):.3f}", flush=True)
-    if a.sources == "v2":
-        sources = set_of
-    else:
+    if a.sources == "v1":
         src = {r.prompt: n for n in D.SAFETY_HARMFUL_SETS for r in D.load_safety_eval(n, data_dir=a.data_dir)}
         sources = [src.get(q, {"harmless": "BeaverTails", "helpful": "AlpacaEval", "honest": "TruthfulQA"}[v])
                    for q, v in zip(te_p, te_y)]

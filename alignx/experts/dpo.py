@@ -1,7 +1,8 @@
 """Stage-1 experts trained on preference pairs: DPO, DPO with an SFT term, or SFT then DPO.
 
 Three recipes over one axis's pairs (x, y_c, y_r) (``alignx.data.pairs``), all through the one DPO
-runner ``alignx.dpo.run_dpo`` (TRL's ``DPOTrainer`` on a peft LoRA, pi_ref = the frozen base):
+runner ``alignx.dpo.run_dpo`` (TRL's ``DPOTrainer`` on a peft LoRA; pi_ref = the frozen base, except
+for ``sft+dpo``):
 
 * ``dpo``: a fresh LoRA, L = L_DPO;
 * ``dpo+sft``: a fresh LoRA, L = L_DPO + w_sft NLL(y_c | x) (``sft_weight`` > 0, the RPO objective);

@@ -122,6 +122,12 @@ def _sample(rows: list, n: int, seed: int) -> list:
     return rows[:n]
 
 
+def _beavertails_halves(data_dir, seed: int) -> tuple[list, list]:
+    """BeaverTails shuffled once (``seed``) and split in two: the training half (latent heads'
+    negatives, v1 harmless prompts) and the held-out half (held-out harmless prompts)."""
+    return D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))
+
+
 H3FUSION_HELPFUL_N = 50     # the first AlpacaEval instructions: H3Fusion's helpfulness set, never trained on
 HELDOUT_MAX = 200           # held-out prompts per axis at most; their whole reserve is never trained on
 
@@ -134,7 +140,7 @@ def heldout_prompts(data_dir=None, per_axis: int = 100, seed: int = 0) -> tuple[
     ref = D.resolve_data_dir(data_dir) / D.paths.FILES["alpaca_eval_reference"]
     helpful = [r.prompt for r in D.load_model_outputs(ref)]
     harmful = [r.prompt for n in D.SAFETY_HARMFUL_SETS for r in D.load_safety_eval(n, data_dir=data_dir)]
-    harmful += [r.prompt for r in D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[1]]
+    harmful += [r.prompt for r in _beavertails_halves(data_dir, seed)[1]]
     honest = [r.prompt for r in D.split_half(D.load_truthfulqa(data_dir=data_dir))[1]]
     prompts, labels = [], []
     for axis, rows in (("helpful", helpful), ("harmless", harmful), ("honest", honest)):
@@ -225,7 +231,7 @@ def axis_prompt_pools(data_dir=None, seed: int = 0, removed: dict[str, int] | No
         "helpful": [clean(D.load_alpaca(data_dir=data_dir, skip_bad=True), "alpaca"),
                     clean(load("hh_helpful", data_dir, skip_bad=True), "hh_helpful")],
         "harmless": [clean(D.load_safety_instructions(data_dir=data_dir, skip_bad=True), "safety_instructions"),
-                     clean(D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0],
+                     clean(_beavertails_halves(data_dir, seed)[0],
                            "beavertails_train_half")],
         "honest": [clean(D.split_half(D.load_truthfulqa(data_dir=data_dir))[0], "truthfulqa_train_half")],
     }
@@ -265,7 +271,7 @@ def heldout_reserve(data_dir=None, seed: int = 0) -> set[str]:
     the whole held-out BeaverTails half. v2 head and router prompts skip them (after
     ``alignx.data.decontam.normalize``)."""
     reserve = set(heldout_prompts(data_dir, HELDOUT_MAX, seed)[0])
-    return reserve | {r.prompt for r in D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[1]}
+    return reserve | {r.prompt for r in _beavertails_halves(data_dir, seed)[1]}
 
 
 def train_items(data_dir=None, per_axis: int = 150, seed: int = 0,
@@ -281,7 +287,7 @@ def train_items(data_dir=None, per_axis: int = 150, seed: int = 0,
                                    exclude=exclude)
     items: list[Item] = [(p, None) for p in prompts]
     tqa = index.filter(D.split_half(D.load_truthfulqa(data_dir=data_dir))[0])[0]
-    bt_train = index.filter(D.split_half(_sample(D.load_beavertails(data_dir=data_dir), 10**6, seed))[0])[0]
+    bt_train = index.filter(_beavertails_halves(data_dir, seed)[0])[0]
     # (the negatives' sources are the v1 pools' own; their removals are counted there for v1)
     negatives = [(r.prompt, r.rejected) for r in bt_train] + [(r.prompt, r.rejected) for r in _sample(tqa, per_axis // 2, seed)]
     return items + negatives, labels + [NEGATIVE] * len(negatives)
