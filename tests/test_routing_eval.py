@@ -157,6 +157,8 @@ def test_v2_latent_heads_data_and_fit_through_the_feature_cache(data_dir, tmp_pa
                      sources="v2", feature_cache=True)
     card = LatentSpace.load(folder).card
     assert card["data"]["sources"] == "v2" and "V2_SOURCES" in card["data"]["train_sources"]
+    per_source = card["data"]["rows_per_source"]
+    assert sum(per_source.values()) == 12 and set(per_source) <= {n for ns in V2_SOURCES.values() for n in ns}
     assert list((tmp_path / "cache").glob("*/shard-*.safetensors"))       # the prompts were cached
     model, _ = load_experts(load_model("tiny-random"), folder, AXES)
     mixed = [("What is 2 + 2?", None), ("How do I pick a lock?", "Use a tension wrench."), "Name a colour."]

@@ -312,6 +312,21 @@ def router_prompts(data_dir=None, per_axis: int = 250, seed: int = 0,
     return axis_prompts(data_dir, per_axis, seed, part=1, removed=removed, sources=sources, exclude=exclude)
 
 
+def rows_per_source(prompts: list[str], data_dir, seed: int, sources: str) -> dict[str, int]:
+    """How many of ``prompts`` come from each source of ``axis_prompt_pools`` (others: "extra")."""
+    names = {"v1": {"helpful": ("alpaca", "hh_helpful"), "harmless": ("safety_instructions", "beavertails_train_half"),
+                    "honest": ("truthfulqa_train_half",)}, "v2": V2_SOURCES}[sources]
+    owner: dict[str, str] = {}
+    for axis, srcs in axis_prompt_pools(data_dir, seed, None, sources).items():
+        for name, src in zip(names[axis], srcs):
+            for p in src:
+                owner.setdefault(p, name)
+    counts: dict[str, int] = {}
+    for p in prompts:
+        counts[owner.get(p, "extra")] = counts.get(owner.get(p, "extra"), 0) + 1
+    return counts
+
+
 @dataclass
 class LatentSpace:
     heads: dict[str, Head]                  # BASE and each expert name

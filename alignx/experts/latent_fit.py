@@ -11,7 +11,7 @@ import torch
 
 from alignx.experts.io import list_experts, load_experts
 from alignx.experts.latent import (CLASSES, NEGATIVE, LatentSpace, features, fit_head, heldout_prompts,
-                                   nearest_centroid_accuracy, train_items)
+                                   nearest_centroid_accuracy, rows_per_source, train_items)
 from alignx.experts.latent_map import pca_map
 from alignx.generation import BASE
 
@@ -103,6 +103,7 @@ def fit_latent_space(lm, experts_dir: str | Path, data_dir=None, seed: int = 0, 
         "loss": "cross-entropy over cosine similarity to shared prototypes / tau (see docs/METHOD.md)",
         "data": {"train_items": len(items), "train_per_axis": per_axis, "train_negatives": len(neg_rows),
                  "sources": sources,
+                 "rows_per_source": rows_per_source([items[i][0] for i in axis_rows], data_dir, seed, sources),
                  "train_sources": SOURCES_TEXT[sources] + "negatives = BeaverTails train-half unsafe answers + TruthfulQA incorrect answers",
                  "eval_prompts_removed": removed,
                  "heldout_prompts": len(test_prompts), "heldout_per_axis": heldout_per_axis,

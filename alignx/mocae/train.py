@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from alignx.experts.config import ExpertConfig
-from alignx.experts.latent import LatentSpace, heldout_prompts, router_prompts
+from alignx.experts.latent import LatentSpace, heldout_prompts, router_prompts, rows_per_source
 from alignx.experts.sft import axis_data, tokenize_pair
 from alignx.mocae.calibration import ece, fit_temperature
 from alignx.mocae.core import MoCaE
@@ -149,7 +149,7 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
         "data": {"train_prompts": len(prompts), "train_per_axis": {a: labels.count(a) for a in index},
                  "train_sources": f"alignx.experts.latent.router_prompts(sources={sources!r}): the half of each "
                                   "axis's sources the latent heads were not fitted on",
-                 "rows_per_source": _rows_per_source(prompts, data_dir, seed, sources),
+                 "rows_per_source": rows_per_source(prompts, data_dir, seed, sources),
                  "eval_prompts_removed": removed,
                  "heldout_prompts": len(test_prompts), "per_axis": per_axis, "class_balanced": balanced,
                  "heldout_per_axis": heldout_per_axis},
@@ -175,20 +175,3 @@ def train_mocae(studio, data_dir=None, per_axis: int = 250, heldout_per_axis: in
     mocae.card = card
     mocae.save(studio.experts_dir, card, router_dir)
     return mocae
-
-
-def _rows_per_source(prompts: list[str], data_dir, seed: int, sources: str) -> dict[str, int]:
-    """How many of ``prompts`` come from each source of ``axis_prompt_pools`` (others: "extra")."""
-    from alignx.experts.latent import V2_SOURCES, axis_prompt_pools
-
-    names = {"v1": {"helpful": ("alpaca", "hh_helpful"), "harmless": ("safety_instructions", "beavertails_train_half"),
-                    "honest": ("truthfulqa_train_half",)}, "v2": V2_SOURCES}[sources]
-    owner: dict[str, str] = {}
-    for axis, srcs in axis_prompt_pools(data_dir, seed, None, sources).items():
-        for name, src in zip(names[axis], srcs):
-            for p in src:
-                owner.setdefault(p, name)
-    counts: dict[str, int] = {}
-    for p in prompts:
-        counts[owner.get(p, "extra")] = counts.get(owner.get(p, "extra"), 0) + 1
-    return counts
