@@ -26,6 +26,7 @@ import torch
 
 from alignx.generation import (BASE, ModelStep, Sampling, TokenEvent, chat_prompt_ids, check_prompt_length, decode,
                                eos_ids, hf_generate_kwargs, left_pad, model_lock)
+from alignx.logprobs import gather_logprobs
 
 
 class Policy:
@@ -59,8 +60,8 @@ class Policy:
         (only those positions go through the LM head: ``logits_to_keep``, the vocabulary matmul
         dominates scoring on a CPU). Built on ``forward_logits``."""
         logits = self.forward_logits(input_ids, attention_mask, logits_to_keep=input_ids.shape[1] - first,
-                                     **context)[:, :-1].float()
-        return torch.log_softmax(logits, -1).gather(-1, input_ids[:, first + 1:, None]).squeeze(-1)
+                                     **context)[:, :-1]
+        return gather_logprobs(logits, input_ids[:, first + 1:])
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The input embeddings of ``input_ids`` (for ``forward_logits(inputs_embeds=...)``)."""

@@ -375,3 +375,40 @@ def test_shared_trunk_equals_the_full_expert_batch():
         mixture_generate(model, AXES, temps, wb2, ids, mask, stacked=None, **kw)
     assert not any(layer._forward_pre_hooks for layer in backbone(model).layers)
     assert all("forward" not in m.__dict__ for m, _, _ in stacked.layers)
+
+
+def test_mixture_logprobs_through_the_sliced_head_equal_the_full_log_softmax(studio, monkeypatch):
+    """The memory-bounded path (final hidden states -> LM head slice by slice) gives the gather of the
+    full (n x B, L, V) log-softmax, at a budget small enough to force one row per slice."""
+    import alignx.logprobs as L
+    from alignx.mocae import fusion
+
+    mocae, model = studio.mocae, studio.model
+    assert L.plain_head(model) is not None
+    ids = torch.tensor([[5, 9, 13, 2, 8], [4, 6, 0, 0, 0]])
+    mask = (ids != 0).long()
+    w = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    args = (model, mocae.experts, mocae.temperatures, w, ids, mask, 1, mocae.stacked)
+    with torch.no_grad():
+        monkeypatch.setattr(fusion, "head_logprobs",
+                            lambda *a: L.head_logprobs(*a, budget=1))          # one row per slice
+        sliced = fusion.mixture_token_logprobs(*args)
+        monkeypatch.setattr(fusion, "plain_head", lambda m: None)               # the logits path
+        full = fusion.mixture_token_logprobs(*args)
+    assert sliced.shape == full.shape == (2, 3)
+    assert torch.allclose(sliced, full, atol=1e-5)
+
+
+def test_gather_logprobs_equals_log_softmax_gather():
+    from alignx.logprobs import gather_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 7, 11, generator=g, requires_grad=True)
+    t = torch.randint(0, 11, (5, 7), generator=g)
+    want = torch.log_softmax(logits, -1).gather(-1, t[..., None]).squeeze(-1)
+    for budget in (1, 77, 10_000):                       # one row, a few rows, all rows per slice
+        assert torch.allclose(gather_logprobs(logits, t, budget), want, atol=1e-6)
+    gather_logprobs(logits, t, 1).sum().backward()       # differentiable (interp's row losses need it)
+    assert logits.grad is not None
+    with pytest.raises(ValueError, match="do not match"):
+        gather_logprobs(logits, t[:, :3])

@@ -27,6 +27,7 @@ import torch
 
 from alignx.generation import BASE, cache_of, model_lock, sample_token, with_cache
 from alignx.hooks import capture, hidden_state_name, lora_hooked, module_hook
+from alignx.logprobs import head_logprobs, plain_head
 
 FUSED = "__mocae__"
 
@@ -197,12 +198,25 @@ def mixture_token_logprobs(model, experts: Sequence[str], temperatures: Sequence
                            stacked=None) -> torch.Tensor:
     """(B, L-1-first) log p_mix(token t+1 | <= t), t >= ``first``, for right-padded rows; ``w`` is (n,)
     or (B, n). The same value as gathering ``mixture_logits``, with the mixture taken after the
-    gather (n x less memory than mixing whole vocabularies)."""
-    lp = expert_logprobs(model, experts, temperatures, input_ids, attention_mask,
-                         logits_to_keep=input_ids.shape[1] - first, stacked=stacked)[:, :, :-1]
-    n, b = lp.shape[:2]
+    gather. With a plain LM head (``alignx.logprobs.plain_head``) the forward keeps one position's
+    logits and the head runs slice by slice on the captured final hidden states
+    (``head_logprobs``): no (n x B, L, V) tensor is made, which at the default model's vocabulary
+    is what decides whether 16 long answers x 3 experts fit in memory."""
+    n, b = len(experts), input_ids.shape[0]
     target = input_ids[:, first + 1:]
-    lp = lp.gather(-1, target[None, :, :, None].expand(n, -1, -1, 1)).squeeze(-1)    # (n, B, L')
+    head = plain_head(model)
+    if head is None:
+        lp = expert_logprobs(model, experts, temperatures, input_ids, attention_mask,
+                             logits_to_keep=input_ids.shape[1] - first, stacked=stacked)[:, :, :-1]
+        lp = lp.gather(-1, target[None, :, :, None].expand(n, -1, -1, 1)).squeeze(-1)    # (n, B, L')
+    else:
+        last = hidden_state_name(model, -1)                 # the final-norm output: the head's input
+        with model_lock(model), capture(model, last, detach=not torch.is_grad_enabled()) as seen:
+            expert_forward(model, stacked, [e for e in experts for _ in range(b)], b, input_ids=input_ids,
+                           attention_mask=attention_mask, logits_to_keep=1)
+        h = seen[last][:, first:-1]                          # (n x B, L', d), expert-major rows
+        temps = torch.tensor(list(temperatures), dtype=torch.float32).repeat_interleave(b)
+        lp = head_logprobs(head, h, target.repeat(n, 1), temps).view(n, b, -1)
     return torch.logsumexp(log_weights(w, n, b, lp.device)[..., 0] + lp, dim=0)
 
 
