@@ -177,6 +177,13 @@ def test_paired_differences_between_two_runs(tasks, answers, tmp_path, data_dir,
     assert main(["compare", "--paired", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert "| B - A (A = a) |" in out and "| b | +0.250 [" in out
+    # exported points (no answer text) pair exactly as the runs they came from
+    assert main(["compare", "--paired", "--export", str(tmp_path / "points"), str(tmp_path / "a"),
+                 str(tmp_path / "b")]) == 0
+    assert "exported" in capsys.readouterr().err
+    kept = (tmp_path / "points" / "b" / "samples.jsonl").read_text()
+    assert '"output"' not in kept and '"output"' in (tmp_path / "b" / "samples.jsonl").read_text()
+    assert paired_differences(tmp_path / "points" / "a", tmp_path / "points" / "b", n_boot=200) == d
     lines = (tmp_path / "b" / "samples.jsonl").read_text().splitlines()
     (tmp_path / "b" / "samples.jsonl").write_text("\n".join(x for x in lines if '"id": "alpaca:0"' not in x))
     with pytest.raises(ValueError, match=r"scored different 'alpaca' items \(1 differ, e\.g\. \['alpaca:0'\]\)"):

@@ -14,6 +14,9 @@ def register(sub) -> None:
                         "scored (two runs of the same suite) and P(B > A)")
     p.add_argument("--bootstrap", type=int, default=1000, help="--paired: bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="--paired: bootstrap seed")
+    p.add_argument("--export", metavar="DIR",
+                   help="also copy each run's report.json and per-item scores (samples.jsonl without the answers' "
+                        "text) to DIR/<run folder name>/, for later --paired comparisons (e.g. docs/points/SUITE)")
     p.set_defaults(func=run)
 
 
@@ -29,4 +32,11 @@ def run(args: argparse.Namespace) -> int:
     if args.paired:
         print()
         print(table)
+    if args.export:
+        import sys
+
+        from alignx.eval.paired import export_points
+
+        for folder in export_points(args.reports, args.export):
+            print(f"exported {folder}", file=sys.stderr)
     return 0

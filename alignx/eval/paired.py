@@ -136,3 +136,32 @@ def paired_table(reports: list[str | Path], n_boot: int = 1000, seed: int = 0,
     lines.append(f"paired bootstrap over the same items ({n_boot} resamples, seed {seed}); "
                  "in brackets the 95% interval, in parentheses P(B > A)")
     return "\n".join(lines)
+
+
+TEXT_FIELDS = ("output",)          # the answers: not needed to pair runs, and not kept in a shared record
+
+
+def export_points(runs: list[str | Path], dest: str | Path) -> list[Path]:
+    """Copy each run's ``report.json`` and its ``samples.jsonl`` without the answers' text
+    (``TEXT_FIELDS``) to ``dest/<run folder name>/``: the per-item scores ``compare --paired`` needs,
+    small enough to keep beside the RESULTS table they back (``docs/points``), so a later checkout
+    pairs new runs with them instead of re-running them. Written atomically; returns the folders."""
+    from alignx.atomic import write_jsonl, write_text
+
+    folders = [_folder(r) for r in runs]
+    names = [f.name for f in folders]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"compare --export: two runs share a folder name ({names}); each becomes dest/<name>")
+    out = []
+    for folder in folders:
+        items = load_items(folder)                           # checks samples.jsonl row by row
+        report = folder / "report.json"
+        if not report.is_file():
+            raise MissingFile(f"{report}: no report.json to export")
+        target = Path(dest) / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        write_text(target / "report.json", report.read_text(encoding="utf-8"))
+        write_jsonl(target / "samples.jsonl", ({k: v for k, v in row.items() if k not in TEXT_FIELDS}
+                                               for task in items.values() for row in task.values()))
+        out.append(target)
+    return out
