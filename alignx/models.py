@@ -69,6 +69,27 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return launch_device(None if device is None else str(device))
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls run natively on ``device``: a GPU that supports them, or a CPU whose
+    oneDNN has bf16 kernels (AVX512-BF16 or AMX). Elsewhere torch falls back to a reference GEMM:
+    on an AVX2-only CPU one linear layer of the default model's MLP took 8.9x the float32 time
+    forward and 15.7x forward + backward (``bench/bf16.py``; docs/RESULTS.md, "bfloat16 on a CPU
+    without bf16 kernels")."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
+def check_bf16(device: torch.device, flag: str = "--bf16") -> None:
+    """Refuse an explicit bf16 request where bf16 would be the slow path (``native_bf16``), naming the flag."""
+    if not native_bf16(device):
+        what = "this CPU has no AVX512-BF16 or AMX" if device.type == "cpu" else f"{device} does not support it"
+        raise InvalidInput(f"{flag}: no native bfloat16 kernels ({what}), so bf16 autocast would run a reference "
+                           f"GEMM several times slower than float32; drop {flag} (float32) or run where bf16 is native")
+
+
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
     """``auto``: bfloat16 on a GPU (float16 where it lacks bf16), float32 on the CPU."""
     if isinstance(dtype, torch.dtype):

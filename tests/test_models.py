@@ -107,3 +107,34 @@ def test_template_margins_frame_the_users_text(tiny_lm):
         ids = chat_prompt_ids(tok, text)
         assert tok.decode(ids[pre:len(ids) - suf]).strip() == text
     assert pre > 0 and suf > 0                      # the tiny model's tokenizer has a chat template
+
+
+def test_bf16_flags_are_refused_where_bf16_is_not_native(monkeypatch, tmp_path, capsys):
+    """An explicit --bf16 on hardware without bf16 kernels is refused before any model loads, naming the
+    flag; where bf16 is native it passes. The automatic choice (experts, DPO) follows the same probe."""
+    import dataclasses
+
+    import alignx.models as models
+    from alignx.cli import main
+    from alignx.experts.config import preset
+    from alignx.experts.train import use_bf16
+
+    cpu = torch.device("cpu")
+    assert models.native_bf16(cpu) == bool(torch.backends.mkldnn.is_available()
+                                           and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    monkeypatch.setattr(models, "native_bf16", lambda device: False)
+    with pytest.raises(ValueError, match=r"--bf16: no native bfloat16 kernels \(this CPU has no AVX512-BF16 or AMX\)"):
+        models.check_bf16(cpu)
+    lm = type("LM", (), {"device": cpu, "dtype": torch.float32})()
+    assert use_bf16(lm, dataclasses.replace(preset("cpu"), bf16=None)) is False     # automatic: float32 here
+    assert use_bf16(lm, dataclasses.replace(preset("cpu"), bf16=True)) is True      # a config's explicit choice
+    loaded = []
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: loaded.append(a) or pytest.fail("model loaded"))
+    for argv in (["train-mac", "--model", "tiny-random", "--bf16", "--out", str(tmp_path / "nx")],
+                 ["interp", "heads", "--model", "tiny-random", "--bf16", "--out", str(tmp_path / "i")],
+                 ["personal", "eval", "--model", "tiny-random", "--bf16", "--out", str(tmp_path / "p")]):
+        assert main(argv) == 2, argv
+        assert "--bf16: no native bfloat16 kernels" in capsys.readouterr().err, argv
+    assert not loaded and not (tmp_path / "nx").exists()
+    monkeypatch.setattr(models, "native_bf16", lambda device: True)
+    models.check_bf16(cpu)                                  # native: nothing to refuse

@@ -31,7 +31,8 @@ def register(sub) -> None:
     h.add_argument("--exact-top-k", type=int, default=20, help="check the top k heads by exact ablation (0 = skip)")
     h.add_argument("--batch-size", type=int, default=1, help="rows per backward pass (1 = E|grad| per row)")
     h.add_argument("--base-diff", action="store_true", help="also compute the base and draw the difference")
-    h.add_argument("--bf16", action="store_true", help="bfloat16 autocast (about 2x faster on a CPU with bf16)")
+    h.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast (about 2x faster on a CPU with AVX512-BF16 or AMX; refused where not native)")
     a = ps.add_parser("attribute", help="prompt-token attribution of a target text (captum)")
     add_mode_arg(a)
     a.add_argument("prompt")
@@ -58,7 +59,7 @@ def register(sub) -> None:
     fi.add_argument("--prompts", type=int, default=40, help="held-out harmful prompts for the refusal rate")
     fi.add_argument("--draws", type=int, default=5, help="random 5-head draws")
     fi.add_argument("--exact-top-k", type=int, default=10, help="heads checked by exact ablation per map")
-    fi.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the head maps")
+    fi.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the head maps (refused where bf16 is not native)")
     m = ps.add_parser("mac", help="the MAC analysis of a NegotiaX mode (negotiation weights, head specialisation, "
                                   "pathway interventions, layer trajectories, objective geometry)")
     add_mode_arg(m, default="negotiax")
@@ -79,8 +80,11 @@ def register(sub) -> None:
 
 def _studio(args):
     from alignx.experts.io import DEFAULT_EXPERTS_DIR
+    from alignx.models import check_bf16, pick_device
     from alignx.studio import Studio
 
+    if getattr(args, "bf16", False):                       # before the model loads
+        check_bf16(pick_device(args.device))
     return Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device)
 
 

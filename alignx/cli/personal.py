@@ -43,7 +43,7 @@ def register(sub) -> None:
     e.add_argument("--bootstrap", type=int, default=1000)
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--bf16", action="store_true", help="score in bfloat16 autocast (about 2x faster on a CPU with "
-                                                       "bf16 support; reference and methods alike)")
+                                                       "AVX512-BF16 or AMX, refused elsewhere; reference and methods alike)")
 
     i = ps.add_parser("infer", help="fit the preference-direction probe on the training users; report how well "
                                    "inferred profiles identify personas and predict held-out choices")
@@ -110,8 +110,11 @@ def _eval(args, splits, command) -> int:
     from alignx.atomic import write_json, write_text
     from alignx.personal.evaluate import DEFAULT_METHODS, balanced, evaluate, markdown
     from alignx.personal.family import available
+    from alignx.models import check_bf16, pick_device
     from alignx.studio import Studio
 
+    if args.bf16:                                          # before the model loads
+        check_bf16(pick_device(args.device))
     studio = Studio.load(args.model, None, device=args.device)
     studio.extras["personal_dir"] = args.adapters
     trained = {m for m in available(studio)}

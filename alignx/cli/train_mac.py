@@ -32,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--rank", type=int, default=None, help=HELP["rank"])
     p.add_argument("--depth", type=int, default=None, help=HELP["depth"])
     p.add_argument("--pathway-rank", type=int, default=None, help=HELP["pathway_rank"])
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward passes (about 2x on a CPU)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward passes (about 2x on a CPU "
+                                                       "with AVX512-BF16 or AMX; refused where bf16 is not native)")
     p.add_argument("--load-in-4bit", action="store_true",
                    help="the frozen base in 4-bit NF4 (needs CUDA and bitsandbytes); the circuit trains in fp32")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/.work/NAME")
@@ -77,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
                         bf16=args.bf16 or None)
     name = args.name or ("full" if args.variant == "full" and not args.leave_out
                          else f"loo-{'-'.join(args.leave_out)}" if args.leave_out else args.variant)
+    if tcfg.bf16:                                          # before the model loads
+        from alignx.models import check_bf16, pick_device
+
+        check_bf16(pick_device(args.device))
     lm = load_model(args.model, device=args.device, load_in_4bit=args.load_in_4bit)
     register_points()
     nx = NegotiaX.fresh(lm.model, lm.tokenizer, objectives, cfg)

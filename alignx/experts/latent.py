@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from alignx import data as D
 from alignx import atomic, hooks, probes
 from alignx.generation import BASE, chat_prompt_ids, model_lock
+from alignx.models import native_bf16
 
 K = 256
 TAU = 0.1
@@ -55,7 +56,7 @@ def features(model, tokenizer, items: Sequence[Item | str], adapters: Sequence[s
     if not is_peft and adapters != [BASE]:
         raise InvalidInput(f"adapters {adapters} need a peft model with those experts loaded")
     device = next(model.parameters()).device
-    bf16 = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    bf16 = device.type == "cpu" and native_bf16(device)
     last = hooks.hidden_state_name(model, -1)        # the final-norm output, HF's hidden_states[-1]
     out = []
     for s in range(0, len(items), batch_size):

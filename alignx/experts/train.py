@@ -57,9 +57,9 @@ def use_bf16(lm, cfg) -> bool:
     """bf16 autocast: ``cfg.bf16`` when set, else where the GPU or CPU supports it (experts and DPO)."""
     if cfg.bf16 is not None:
         return cfg.bf16
-    if lm.device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return lm.dtype == torch.float32 and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    from alignx.models import native_bf16
+
+    return native_bf16(lm.device) and (lm.device.type == "cuda" or lm.dtype == torch.float32)
 
 
 @torch.no_grad()
