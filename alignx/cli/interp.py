@@ -59,7 +59,8 @@ def register(sub) -> None:
     fi.add_argument("--prompts", type=int, default=40, help="held-out harmful prompts for the refusal rate")
     fi.add_argument("--draws", type=int, default=5, help="random 5-head draws")
     fi.add_argument("--exact-top-k", type=int, default=10, help="heads checked by exact ablation per map")
-    fi.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the head maps (refused where bf16 is not native)")
+    fi.add_argument("--bf16", action="store_true",
+                    help="bfloat16 autocast for the head maps (refused where bf16 is not native)")
     m = ps.add_parser("mac", help="the MAC analysis of a NegotiaX mode (negotiation weights, head specialisation, "
                                   "pathway interventions, layer trajectories, objective geometry)")
     add_mode_arg(m, default="negotiax")

@@ -108,9 +108,9 @@ def _train(args, splits, command) -> int:
 
 def _eval(args, splits, command) -> int:
     from alignx.atomic import write_json, write_text
+    from alignx.models import check_bf16, pick_device
     from alignx.personal.evaluate import DEFAULT_METHODS, balanced, evaluate, markdown
     from alignx.personal.family import available
-    from alignx.models import check_bf16, pick_device
     from alignx.studio import Studio
 
     if args.bf16:                                          # before the model loads
