@@ -57,7 +57,10 @@ def test_every_mode_is_unchanged(tmp_path):
     for mode, want in pinned.items():
         assert got[mode]["streamed"] == want["streamed"], mode
         assert got[mode]["batched"] == want["batched"], mode
-        assert got[mode]["logprob"] == pytest.approx(want["logprob"], abs=1e-4), mode
+        # float32 sums of ~75 nats: CPUs with other GEMM kernels (AVX2 against AVX-512) differ by ~4e-6
+        # relative (1.8e-4 nats on mocae-adapter, the commit before this tolerance, on an AVX2 machine);
+        # a change of the computation moves them by orders of magnitude more
+        assert got[mode]["logprob"] == pytest.approx(want["logprob"], rel=2e-5, abs=1e-4), mode
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
