@@ -19,9 +19,13 @@ from torch import nn
 BUDGET = 1 << 26            # logits held at once (floats) per slice
 
 
-def _row_slices(rows: int, per_row: int, budget: int) -> tuple[range, int]:
-    step = max(1, budget // max(per_row, 1))
-    return range(0, rows, step), step
+def _rows_per_slice(per_row: int, budget: int) -> int:
+    return max(1, budget // max(per_row, 1))
+
+
+def _target_logprobs(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(z)[targets] of one slice's float logits: z_t - logsumexp_v z_v."""
+    return z.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(z, -1)
 
 
 def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, budget: int = BUDGET) -> torch.Tensor:
@@ -29,11 +33,8 @@ def gather_logprobs(logits: torch.Tensor, targets: torch.Tensor, budget: int = B
     of rows at a time. Differentiable; equal to the full log-softmax's gather up to rounding."""
     if logits.shape[:-1] != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} do not match")
-    starts, step = _row_slices(logits.shape[0], logits.shape[1] * logits.shape[2], budget)
-    out = []
-    for s in starts:
-        z = logits[s:s + step].float()
-        out.append(z.gather(-1, targets[s:s + step, :, None]).squeeze(-1) - torch.logsumexp(z, -1))
+    step = _rows_per_slice(logits.shape[1] * logits.shape[2], budget)
+    out = [_target_logprobs(logits[s:s + step].float(), targets[s:s + step]) for s in range(0, len(logits), step)]
     return torch.cat(out) if out else logits.new_zeros(targets.shape, dtype=torch.float32)
 
 
@@ -54,10 +55,9 @@ def head_logprobs(head: nn.Linear, hidden: torch.Tensor, targets: torch.Tensor, 
     """(R, L) log softmax((W h + b) / tau_r)[targets] for final hidden states ``hidden`` (R, L, d) and one
     temperature per row (``temperatures``, (R,)): the LM head applied slice by slice."""
     rows, length = targets.shape
-    starts, step = _row_slices(rows, length * head.out_features, budget)
+    step = _rows_per_slice(length * head.out_features, budget)
     out = []
-    for s in starts:
+    for s in range(0, rows, step):
         z = nn.functional.linear(hidden[s:s + step], head.weight, head.bias).float()
-        z = z / temperatures[s:s + step, None, None].to(z.device)
-        out.append(z.gather(-1, targets[s:s + step, :, None]).squeeze(-1) - torch.logsumexp(z, -1))
+        out.append(_target_logprobs(z / temperatures[s:s + step, None, None].to(z.device), targets[s:s + step]))
     return torch.cat(out) if out else hidden.new_zeros(targets.shape, dtype=torch.float32)
