@@ -212,7 +212,7 @@ def test_train_mac_variants(lm, tmp_path, variant):
     q0 = nx.circuit.W_q.detach().clone()
     train_mac(nx, DATA, cfg, train_preset("tiny", steps=2), tmp_path, variant=variant)
     assert torch.equal(nx.circuit.W_q, q0) == (variant in ("frozen", "module1"))   # module1 never uses W_q
-    assert float(nx.circuit.W_o.abs().sum()) > 0
+    assert nx.circuit.W_o.abs().sum().item() > 0
 
 
 def test_train_mac_leave_one_out_for_every_objective(lm, tmp_path):
