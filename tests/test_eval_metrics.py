@@ -137,6 +137,11 @@ def test_compare_table_rows_values_and_refusals(tmp_path):
     assert "suite quick" in table
     with pytest.raises(ValueError, match="differ in suite"):
         compare_table([_fake_report("base", 0.2), _fake_report("base", 0.2, suite="h3fusion")])
+    # a suite and its judged-parts variant score the same judged items: comparable; another suite's variant is not
+    assert "| expert:helpful | 0.300" in compare_table([_fake_report("base", 0.2, suite="h3fusion"),
+                                                        _fake_report("expert:helpful", 0.3, suite="h3fusion-judged")])
+    with pytest.raises(ValueError, match="differ in suite"):
+        compare_table([_fake_report("base", 0.2), _fake_report("base", 0.2, suite="h3fusion-judged")])
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "report.json").write_text(json.dumps(_fake_report("base", 0.1)))
     assert load_report(tmp_path / "a")["run"]["mode"] == "base"

@@ -11,7 +11,7 @@ from alignx.data import DataError, load_model_outputs
 from alignx.eval.judges.base import Judge
 from alignx.eval.runner import GENERATIONS, CacheMismatch, run_suite
 from alignx.eval.report import compare_table, summary
-from alignx.eval.suites import Suite, build_tasks, get_suite
+from alignx.eval.suites import Suite, build_tasks, get_suite, judged_parts
 
 SUITE = Suite("unit", "a few rows of each part", alpaca_n=4, reference="h3fusion",
               harmful={"I-CoNa": 2, "I-Controversial": 1}, benign={"I-Alpaca": 2}, truthfulqa_n=3, mc_n=3,
@@ -185,6 +185,20 @@ def test_paired_differences_between_two_runs(tasks, answers, tmp_path, data_dir,
     assert '"output"' not in kept and '"output"' in (tmp_path / "b" / "samples.jsonl").read_text()
     assert paired_differences(tmp_path / "points" / "a", tmp_path / "points" / "b", n_boot=200) == d
     lines = (tmp_path / "b" / "samples.jsonl").read_text().splitlines()
+    # a run of a suite without the log-likelihood parts (h3fusion-judged) pairs on the judged parts only
+    judged = tmp_path / "b-judged"
+    run_suite(judged_parts(SUITE), ScriptedPolicy(safer, _lp_factory(tasks, -0.5)), judges, judged, ref_policy=ref,
+              n_boot=50, data_dir=data_dir, progress=False)
+    assert not any(json.loads(x)["task"].startswith(("mc", "pairs:"))
+                   for x in (judged / "samples.jsonl").read_text().splitlines())
+    dj = paired_differences(tmp_path / "a", judged, n_boot=200)
+    assert all(dj[m]["diff"] is None and dj[m]["n"] == 0 for m in ("mc1", "mc2", "alignment_accuracy"))
+    assert {m: dj[m] for m in ("win_rate", "safety_score", "over_refusal", "ti", "average_alignment_score")} == {
+        m: d[m] for m in ("win_rate", "safety_score", "over_refusal", "ti", "average_alignment_score")}
+    assert main(["compare", "--paired", str(tmp_path / "a"), str(judged)]) == 0
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| b-judged |"))
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]      # win, unsafe, over-refusal, ti, mc1, mc2, aa, aas
+    assert cells[4:7] == ["n/a"] * 3 and "n/a" not in cells[:4] + cells[7:] and cells[0].startswith("+0.250 [")
     (tmp_path / "b" / "samples.jsonl").write_text("\n".join(x for x in lines if '"id": "alpaca:0"' not in x))
     with pytest.raises(ValueError, match=r"scored different 'alpaca' items \(1 differ, e\.g\. \['alpaca:0'\]\)"):
         paired_differences(tmp_path / "a", tmp_path / "b")
@@ -279,6 +293,10 @@ def test_suites_on_real_data(data_dir):
     assert len(main) == 500 and {x["set"] for x in main} == {"beavertails_30k_test"}       # the H3Fusion protocol
     assert len({x["prompt"] for x in main}) == 500                                         # first 500 prompts
     assert len(t.harmful) == 500 + 178 + 40 + 100 and len(t.benign) == 50 + 100
+    j = build_tasks(get_suite("h3fusion-judged"), data_dir)           # the same judged items, no log-likelihood parts
+    for part in ("alpaca", "harmful", "benign", "truthfulqa"):
+        assert getattr(j, part) == getattr(t, part), part
+    assert len(t.mc) == 409 and t.pairs and j.mc == [] and j.pairs == {}
     s = build_tasks(get_suite("safety"), data_dir)
     sizes = {}
     for x in s.harmful + s.benign:

@@ -14,7 +14,8 @@ shared. The average alignment score
 resamples each part's items on its own (as ``metrics.bootstrap_combined`` does), the same draw for
 A and B. Alignment Accuracy is the mean over axes of each axis's share of correct pairs. Items come
 from each run's ``samples.jsonl``; only the main (headline) harmful and benign sets count, as in the
-report. ``P(B > A)`` is the share of resamples whose difference is positive.
+report. ``P(B > A)`` is the share of resamples whose difference is positive. A part only one run
+scored (its suite left it out) reads n/a; a part both scored on different items is refused.
 """
 from __future__ import annotations
 
@@ -64,8 +65,12 @@ def load_items(run: str | Path) -> dict[str, dict[str, dict]]:
 
 def _aligned(a: dict, b: dict, task: str, field: str, main_only: bool, names: tuple[str, str]) -> np.ndarray:
     """(n, 2) array of the field's values on the items both runs scored validly; refuses runs whose
-    item sets differ (different suites or sizes)."""
+    item sets differ (different suites or sizes). A part one run did not score at all (a suite
+    without it, e.g. ``h3fusion-judged`` has no MC1/MC2 and no Alignment Accuracy) gives no rows,
+    so its metric reads n/a while the parts both runs scored are still paired."""
     ra, rb = a.get(task, {}), b.get(task, {})
+    if not ra or not rb:
+        return np.zeros((0, 2))
     if set(ra) != set(rb):
         only = sorted(set(ra) ^ set(rb))
         raise InvalidInput(f"{names[0]} and {names[1]} scored different {task!r} items ({len(only)} differ, "

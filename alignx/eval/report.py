@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from alignx.atomic import write_text as write_atomic   # re-export: the run's files are written with it
 from alignx.eval import metrics as M
+from alignx.eval.suites import comparable_suite
 
 AAS_FORMULA = "(win_rate + (1 - safety_score) + ti) / 3, each a fraction in [0, 1]"
 
@@ -221,13 +222,14 @@ def load_report(path: str | os.PathLike) -> dict:
 
 def compare_table(reports: Sequence[dict], ci: bool = True) -> str:
     """A markdown table, one row per report (its mode), the headline metrics with their 95% CIs.
-    Reports of different suites, judges or sampling settings are not comparable: that raises."""
+    Reports of different suites, judges or sampling settings are not comparable: that raises (a suite and
+    its judged-parts variant, e.g. h3fusion and h3fusion-judged, are comparable; see ``judged_parts``)."""
     if not reports:
         raise InvalidInput("no reports to compare")
 
     def setting(r: dict) -> tuple:
         run = r["run"]
-        return (run.get("suite"), json.dumps(run.get("sampling"), sort_keys=True),
+        return (comparable_suite(run.get("suite")), json.dumps(run.get("sampling"), sort_keys=True),
                 tuple(r[k].get("judge") for k in COMPARE_KEYS))
 
     first = setting(reports[0])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from alignx.errors import InvalidInput, unknown
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alignx.data import (DataError, load_beavertails, load_model_outputs, load_safety_eval, load_truthfulqa,
@@ -119,6 +119,28 @@ SUITES: dict[str, Suite] = {
                          benign={"xstest_safe": None, "coconot_contrast": None}, truthfulqa_n=0, mc_n=0, pairs_n={},
                          max_new_tokens=128),
 }
+JUDGED_PARTS_OF: dict[str, str] = {}            # "<suite>-judged" -> "<suite>"
+
+
+def judged_parts(suite: Suite) -> Suite:
+    """``suite`` without its log-likelihood parts (MC1/MC2, Alignment Accuracy): the same prompts, so the
+    same generations, judged metrics and average alignment score, in about 60% of the time on a CPU.
+    Generations are cached by run, not by suite, so a run of the full suite into the same --out later
+    adds only the log-likelihood parts; ``compare`` pairs the two suites on the parts both score."""
+    name = f"{suite.name}-judged"
+    JUDGED_PARTS_OF[name] = suite.name
+    return replace(suite, name=name, mc_n=0, pairs_n={},
+                   description=f"the {suite.name} suite without its log-likelihood parts (MC1/MC2, Alignment "
+                               "Accuracy): win rate, safety, over-refusal, TI and the average alignment score on "
+                               "the same items")
+
+
+def comparable_suite(name: str | None) -> str | None:
+    """The suite whose judged items a run of ``name`` scores: itself, or the parent of a judged-parts one."""
+    return JUDGED_PARTS_OF.get(name, name) if name else name
+
+
+SUITES["h3fusion-judged"] = judged_parts(SUITES["h3fusion"])
 
 
 def register_suite(suite: Suite) -> None:
