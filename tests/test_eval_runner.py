@@ -191,6 +191,15 @@ def test_paired_differences_between_two_runs(tasks, answers, tmp_path, data_dir,
               n_boot=50, data_dir=data_dir, progress=False)
     assert not any(json.loads(x)["task"].startswith(("mc", "pairs:"))
                    for x in (judged / "samples.jsonl").read_text().splitlines())
+    # the full suite into a copy of that folder reuses every answer and adds only the log-likelihood parts
+    import shutil
+    full = tmp_path / "b-judged-then-full"
+    shutil.copytree(judged, full)
+    again = ScriptedPolicy(safer, _lp_factory(tasks, -0.5))
+    r_full = run_suite(SUITE, again, judges, full, ref_policy=ref, n_boot=50, data_dir=data_dir, tasks=tasks,
+                       progress=False)
+    assert again.generated == [] and r_full["mc1"]["value"] == runs["b"]["mc1"]["value"]
+    assert r_full["average_alignment_score"]["value"] == runs["b"]["average_alignment_score"]["value"]
     dj = paired_differences(tmp_path / "a", judged, n_boot=200)
     assert all(dj[m]["diff"] is None and dj[m]["n"] == 0 for m in ("mc1", "mc2", "alignment_accuracy"))
     assert {m: dj[m] for m in ("win_rate", "safety_score", "over_refusal", "ti", "average_alignment_score")} == {
