@@ -12,7 +12,8 @@ def register(sub) -> None:
     from alignx.eval.options import add_run_args
 
     p = sub.add_parser("ablate", help="evaluate every NegotiaX ablation on one suite; print and save the table")
-    p.add_argument("--suite", default="quick", help="quick | h3fusion | h3fusion-judged | full | safety | safety-core (every variant runs it)")
+    p.add_argument("--suite", default="quick",
+                   help="quick | h3fusion | h3fusion-judged | full | safety | safety-core (every variant runs it)")
     p.add_argument("--out", required=True, help="output folder; each variant gets points/<mode>/ (resumable)")
     p.add_argument("--modes", default=None, help="comma-separated subset of the variants' modes (default: all trained)")
     p.add_argument("--negotiax-dir", default=None, help="folder of trained circuits (default: assets/negotiax)")

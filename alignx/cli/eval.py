@@ -13,7 +13,8 @@ def register(sub) -> None:
     from alignx.eval.options import add_calibration_args, add_run_args
 
     p = sub.add_parser("eval", help="evaluate helpfulness / harmlessness / honesty (H3Fusion protocol)")
-    p.add_argument("--suite", default="quick", help="a suite of alignx.eval.suites: quick | h3fusion | h3fusion-judged | full | safety | safety-core")
+    p.add_argument("--suite", default="quick",
+                   help="alignx.eval.suites: quick | h3fusion | h3fusion-judged | full | safety | safety-core")
     add_mode_arg(p)
     p.add_argument("--out", required=True, help="output folder (e.g. results/NAME); reruns resume from its cache")
     p.add_argument("--overwrite", action="store_true", help="discard generations already in --out")
