@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -184,7 +185,6 @@ def test_paired_differences_between_two_runs(tasks, answers, tmp_path, data_dir,
     kept = (tmp_path / "points" / "b" / "samples.jsonl").read_text()
     assert '"output"' not in kept and '"output"' in (tmp_path / "b" / "samples.jsonl").read_text()
     assert paired_differences(tmp_path / "points" / "a", tmp_path / "points" / "b", n_boot=200) == d
-    lines = (tmp_path / "b" / "samples.jsonl").read_text().splitlines()
     # a run of a suite without the log-likelihood parts (h3fusion-judged) pairs on the judged parts only
     judged = tmp_path / "b-judged"
     run_suite(judged_parts(SUITE), ScriptedPolicy(safer, _lp_factory(tasks, -0.5)), judges, judged, ref_policy=ref,
@@ -192,7 +192,6 @@ def test_paired_differences_between_two_runs(tasks, answers, tmp_path, data_dir,
     assert not any(json.loads(x)["task"].startswith(("mc", "pairs:"))
                    for x in (judged / "samples.jsonl").read_text().splitlines())
     # the full suite into a copy of that folder reuses every answer and adds only the log-likelihood parts
-    import shutil
     full = tmp_path / "b-judged-then-full"
     shutil.copytree(judged, full)
     again = ScriptedPolicy(safer, _lp_factory(tasks, -0.5))
@@ -208,6 +207,7 @@ def test_paired_differences_between_two_runs(tasks, answers, tmp_path, data_dir,
     row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| b-judged |"))
     cells = [c.strip() for c in row.strip("|").split("|")][1:]      # win, unsafe, over-refusal, ti, mc1, mc2, aa, aas
     assert cells[4:7] == ["n/a"] * 3 and "n/a" not in cells[:4] + cells[7:] and cells[0].startswith("+0.250 [")
+    lines = (tmp_path / "b" / "samples.jsonl").read_text().splitlines()
     (tmp_path / "b" / "samples.jsonl").write_text("\n".join(x for x in lines if '"id": "alpaca:0"' not in x))
     with pytest.raises(ValueError, match=r"scored different 'alpaca' items \(1 differ, e\.g\. \['alpaca:0'\]\)"):
         paired_differences(tmp_path / "a", tmp_path / "b")
