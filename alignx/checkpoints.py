@@ -13,13 +13,19 @@ uninterrupted run without a word.
 ``trainer_state.json`` (written last) parses and names step N; torn checkpoints are removed, with a
 warning that says what each lacked, so the Trainer never sees them. Pass the result to
 ``trainer.train(resume_from_checkpoint=...)`` (None: start afresh).
+
+``TrainingClock`` keeps a run's training seconds across processes: each checkpoint carries the
+total so far (``checkpoint-N/alignx_clock.json``), so the card of a resumed run reports the whole
+run's time, not only its last process's.
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
+import math
 import shutil
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,7 @@ PATTERN = re.compile(r"^checkpoint-(\d+)$")
 REQUIRED = ("optimizer.pt", "scheduler.pt")
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
 STATE = "trainer_state.json"
+CLOCK = "alignx_clock.json"
 
 
 def checkpoint_problem(folder: str | Path) -> str | None:
@@ -86,3 +93,53 @@ def run_mean_loss(log_history: list[dict]) -> float | None:
             total += float(h["loss"]) * (int(h["step"]) - previous)
             previous = int(h["step"])
     return total / previous if previous else None
+
+
+class TrainingClock:
+    """Training seconds over every process of a (resumed) ``Trainer`` run.
+
+    total = before + (now - start): ``start`` is when this process began training (the clock's
+    creation, just before ``trainer.train``) and ``before`` the total saved in the checkpoint it
+    resumes from (0 for a fresh run). ``callback()`` writes the running total into every checkpoint
+    the Trainer saves (its time before the save's own seconds), so the seconds a killed process
+    spent after its last checkpoint are lost with it, as its updates are. A checkpoint without the file (one saved before the clock existed) makes
+    the total unknown: ``total()`` is None, and ``this_process()`` is still exact."""
+
+    def __init__(self, checkpoint: str | Path | None = None):
+        self.start = time.time()
+        self.before = 0.0 if checkpoint is None else saved_seconds(checkpoint)
+
+    def this_process(self) -> float:
+        return time.time() - self.start
+
+    def total(self) -> float | None:
+        return None if math.isnan(self.before) else round(self.before + self.this_process(), 1)
+
+    def callback(self):
+        """A ``TrainerCallback`` that writes ``{"wall_time_s": total}`` into ``checkpoint-N`` when the
+        Trainer is about to save step N (``on_step_end`` with ``control.should_save`` set by the
+        callbacks before it), so a checkpoint that is complete also has its clock, even when the
+        process is killed right after the save. Main process only; atomic."""
+        from transformers import TrainerCallback
+
+        from alignx.atomic import write_json
+
+        clock = self
+
+        class SaveClock(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if control.should_save and state.is_world_process_zero:
+                    folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    write_json(folder / CLOCK, {"wall_time_s": clock.total()})
+
+        return SaveClock()
+
+
+def saved_seconds(checkpoint: str | Path) -> float:
+    """The training seconds saved in ``checkpoint``'s clock file; NaN when it has none (or an unknown one)."""
+    try:
+        value = json.loads((Path(checkpoint) / CLOCK).read_text(encoding="utf-8")).get("wall_time_s")
+    except (OSError, ValueError, AttributeError):
+        return float("nan")
+    return float(value) if isinstance(value, (int, float)) else float("nan")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from alignx import distributed as dist
 from alignx.errors import InvalidInput
@@ -110,9 +110,21 @@ def _callbacks(on_log: LossLog | None, should_stop: Callable[[], bool] | None):
     return [Report()]
 
 
+class DPORun(NamedTuple):
+    """What ``run_dpo`` returns."""
+    trainer: Any
+    result: Any                 # transformers' TrainOutput
+    resumed: bool
+    bf16: bool
+    processes: dict
+    clock: Any                  # alignx.checkpoints.TrainingClock
+
+
 def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, model=None, resume: bool = False,
-            on_log: LossLog | None = None, should_stop: Callable[[], bool] | None = None, progress: bool = True):
-    """Train on TRL preference ``rows``; returns ``(trainer, train_result, resumed, bf16, processes)``.
+            on_log: LossLog | None = None, should_stop: Callable[[], bool] | None = None,
+            progress: bool = True) -> DPORun:
+    """Train on TRL preference ``rows``; returns a ``DPORun`` (trainer, train result, resumed, bf16,
+    processes, and the ``TrainingClock`` whose ``total()`` is the run's training seconds over processes).
 
     ``model``: a ``PeftModel`` whose active adapter is already trainable (SFT then DPO: the SFT
     expert goes on learning; TRL copies it as a frozen ``ref`` adapter, so pi_ref is the SFT
@@ -122,7 +134,7 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from alignx.checkpoints import last_checkpoint
+    from alignx.checkpoints import TrainingClock, last_checkpoint
     from alignx.experts.train import TrainingCancelled, use_bf16
 
     if len(rows) < 2:
@@ -155,12 +167,14 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
     trainer = DPOTrainer(model if model is not None else lm.model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=lm.tokenizer, peft_config=lora, callbacks=_callbacks(on_log, should_stop))
     checkpoint = last_checkpoint(Path(work)) if resume else None     # torn checkpoints of a killed save skipped
+    clock = TrainingClock(checkpoint)
+    trainer.add_callback(clock.callback())
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if should_stop and should_stop():
         raise TrainingCancelled(f"{name}: cancelled at step {trainer.state.global_step}; checkpoint in {work}")
     processes = dict(dist.describe(), per_device_batch=per_device, grad_accum=accum,
                      global_batch=per_device * dist.world_size() * accum)
-    return trainer, result, bool(checkpoint), bf16, processes
+    return DPORun(trainer, result, bool(checkpoint), bf16, processes, clock)
 
 
 def loss_history(trainer) -> list[dict]:

@@ -145,6 +145,7 @@ def test_dpo_resumes_after_sigkill(tmp_path, data_dir):
     assert cb["resumed"] and not ca["resumed"]
     for key in ("steps", "losses", "final", "train_loss"):          # train_loss: the whole run's, not the tail's
         assert ca[key] == cb[key], key
+    assert ca["wall_time_s"] > 0 and cb["wall_time_s"] > 0         # the total over both processes is known
 
 
 # A judge that depends on every answer (so the report changes if any answer does) and reads no model.
@@ -228,6 +229,29 @@ def test_last_checkpoint_skips_torn_checkpoints(tmp_path, caplog):
     assert last_checkpoint(tmp_path) == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-1", "checkpoint-2"]   # older: Trainer's rotation
     assert old.is_dir() and sum("torn checkpoint" in r.message for r in caplog.records) == 8
+
+
+def test_training_clock_carries_the_total_across_checkpoints(tmp_path):
+    from types import SimpleNamespace
+
+    from alignx.checkpoints import CLOCK, TrainingClock, saved_seconds
+
+    fresh = TrainingClock(None)
+    assert fresh.before == 0.0 and 0 <= fresh.total() < 5
+    ckpt = tmp_path / "checkpoint-4"
+    ckpt.mkdir()
+    assert TrainingClock(ckpt).total() is None                     # a checkpoint from before the clock: unknown
+    (ckpt / CLOCK).write_text('{"wall_time_s": 120.5}')
+    resumed = TrainingClock(ckpt)
+    assert resumed.before == 120.5 and 120.5 <= resumed.total() < 125.5
+    args, state = SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=6, is_world_process_zero=True)
+    resumed.callback().on_step_end(args, state, SimpleNamespace(should_save=False))
+    assert not (tmp_path / "checkpoint-6").exists()                # no save at this step: nothing written
+    resumed.callback().on_step_end(args, state, SimpleNamespace(should_save=True))   # the Trainer saves step 6 next
+    assert 120.5 <= saved_seconds(tmp_path / "checkpoint-6") < 125.5
+    for bad in ("{", '{"wall_time_s": "soon"}', '{"wall_time_s": null}', "[]"):
+        (ckpt / CLOCK).write_text(bad)
+        assert TrainingClock(ckpt).total() is None, bad
 
 
 def test_run_mean_loss_weights_each_log_by_its_steps():

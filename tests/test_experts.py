@@ -8,6 +8,7 @@ import torch
 
 from alignx.experts import (ExpertError, LatentSpace, TrainingCancelled, fit_latent_space, list_experts,
                             load_experts, preset, train_expert)
+from alignx.checkpoints import saved_seconds
 from alignx.experts.sft import PadCollator, axis_data, tokenize
 from alignx.experts.train import response_loss
 from alignx.models import load_model
@@ -55,11 +56,16 @@ def test_cancel_then_resume_continues_from_checkpoint(tmp_path, data_dir):
         train_expert(lm, "helpful", tmp_path, cfg, data_dir=data_dir, should_stop=lambda: True)
     assert not (tmp_path / "helpful").exists()                 # no complete-looking expert
     assert list((tmp_path / ".work" / "helpful").glob("checkpoint-1"))
+    first = saved_seconds(tmp_path / ".work" / "helpful" / "checkpoint-1")   # the first process's training time
+    assert 0 < first < 600
     resumed = []
     path = train_expert(load_model("tiny-random"), "helpful", tmp_path, cfg, data_dir=data_dir, resume=True,
                         on_loss=lambda a, s, loss: resumed.append(s))
     assert resumed == [2, 3]                                   # continued after step 1, not from scratch
-    assert json.loads((path / "card.json").read_text())["steps"] == 3
+    card = json.loads((path / "card.json").read_text())
+    assert card["steps"] == 3
+    # the card's wall time covers both processes, not only the last one
+    assert card["wall_time_s"] >= first + card["wall_time_s_last_process"] - 0.1
 
 
 def test_bad_inputs(tmp_path, data_dir):

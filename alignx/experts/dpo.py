@@ -179,7 +179,7 @@ def train_dpo_expert(lm, axis: str, pairs: Sequence[tuple[str, str, str]], out_d
             raise InvalidInput(f"{init_adapter}: no adapter_config.json (not an expert folder)")
         model = PeftModel.from_pretrained(lm.model, str(init_adapter), is_trainable=True)
     t0 = time.time()
-    trainer, result, resumed, bf16, processes = run_dpo(
+    trainer, result, resumed, bf16, processes, clock = run_dpo(
         lm, conversational_rows(train), work, cfg, name=name, model=model, resume=resume, progress=progress,
         on_log=(lambda step, loss, acc: on_loss(axis, step, loss)) if on_loss else None, should_stop=should_stop)
     history = loss_history(trainer)
@@ -200,7 +200,9 @@ def train_dpo_expert(lm, axis: str, pairs: Sequence[tuple[str, str, str]], out_d
                    "final_reward_accuracy": history[-1].get("rewards/accuracies") if history else None,
                    "heldout_reward_accuracy": held_acc},
         "loss_log": [{"step": int(h["step"]), "loss": float(h["loss"])} for h in history if "step" in h],
-        "resumed": resumed, "processes": processes, "wall_time_s": round(time.time() - t0, 1), "command": command,
+        "resumed": resumed, "processes": processes, "command": command,
+        "wall_time_s": clock.total(),                       # training, summed over the processes of a resumed run
+        "wall_time_s_last_process": round(time.time() - t0, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return save_adapter(trainer, out_dir / name, card, work)

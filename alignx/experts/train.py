@@ -28,7 +28,7 @@ import torch
 
 from alignx import distributed as dist
 from alignx.cards import save_adapter_folder
-from alignx.checkpoints import last_checkpoint, run_mean_loss
+from alignx.checkpoints import TrainingClock, last_checkpoint, run_mean_loss
 from alignx.experts.config import ExpertConfig
 from alignx.experts.sft import PadCollator, axis_data, contrast_prompts, tokenize
 
@@ -218,13 +218,15 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     trainer = global_batch_trainer()(model=model, args=args, train_dataset=train_ds, data_collator=collator,
                                      callbacks=_callbacks(axis, on_loss, should_stop))
     checkpoint = last_checkpoint(work) if resume else None      # torn checkpoints of a killed save skipped
-    t0 = time.time()
+    clock = TrainingClock(checkpoint)                           # training seconds over every process
+    trainer.add_callback(clock.callback())
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    wall = time.time() - t0
+    wall = clock.this_process()
     if should_stop and should_stop():
         log.warning("training of %s cancelled at step %d; checkpoint kept in %s (use --resume)",
                     axis, trainer.state.global_step, work)
         raise TrainingCancelled(f"training of {axis} cancelled at step {trainer.state.global_step}")
+    total = clock.total()                                       # None: a checkpoint from before the clock
     heldout = response_loss(trainer.model_wrapped, held_ds, collator, bf16=bf16)   # through DDP / ZeRO / FSDP
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     mean_loss = run_mean_loss(trainer.state.log_history)     # the whole run's, resumed or not
@@ -238,14 +240,15 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
                           global_batch=per_device * dist.world_size() * accum),
         "steps": trainer.state.global_step,
         "train_tokens": int(trainer.state.num_input_tokens_seen),
-        "tokens_per_second": round(trainer.state.num_input_tokens_seen / max(wall, 1e-9), 1),
+        "tokens_per_second": (round(trainer.state.num_input_tokens_seen / max(total, 1e-9), 1)   # the whole
+                              if total is not None else None),                                # run's tokens
         "losses": {"first_logged": losses[0] if losses else None, "final_logged": losses[-1] if losses else None,
                    "train_loss_mean": result.training_loss if mean_loss is None else mean_loss,
                    "heldout_response_loss": heldout,
                    "heldout_response_loss_base": base_heldout,
                    "heldout_perplexity": math.exp(min(heldout, 50))},
         "loss_log": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h],
-        "wall_time_s": round(wall, 1),
+        "wall_time_s": total, "wall_time_s_last_process": round(wall, 1),
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
