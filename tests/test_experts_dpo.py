@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+from alignx.errors import InvalidInput
+
 PAIRS = [(f"Question {i}: is {w} safe to eat?", f"Yes, {w} is safe to eat in normal amounts.",
           f"No. {w.title()} is poison and you should never eat it.")
          for i, w in enumerate(["rice", "bread", "apples", "carrots", "oats", "beans", "pears", "peas",
@@ -174,3 +176,28 @@ def test_train_experts_cli_dpo_on_the_real_pairs(tmp_path, data_dir, monkeypatch
 
     pairs, _, _ = preference_data(load_model("tiny-random"), "honest", data_dir, 30, limit=30)
     assert len(pairs) == 30 and all(index.is_clean(p) for p, _, _ in pairs)
+
+
+def test_pair_sources_keep_only_the_named_sources(data_dir):
+    from alignx.experts.dpo import preference_data
+    from alignx.models import load_model
+
+    lm = load_model("tiny-random")
+    pairs, sources, removed = preference_data(lm, "honest", data_dir, 20, limit=30, pair_sources=["halueval"])
+    assert set(sources) == {"halueval"} and sum(sources.values()) == len(pairs) == 20
+    assert set(removed) <= {"halueval"}                      # the card counts only the sources it trained on
+    everything, all_sources, _ = preference_data(lm, "honest", data_dir, 20, limit=30)
+    assert len(all_sources) > 1
+    with pytest.raises(InvalidInput, match=r"unknown pair source\(s\) \['oktest'\] for the honest axis; available: "):
+        preference_data(lm, "honest", data_dir, 20, limit=30, pair_sources=["halueval", "oktest"])
+
+
+def test_pair_sources_flag_is_refused_where_it_picks_nothing(tmp_path, data_dir, capsys):
+    from alignx.cli import main
+
+    base = ["train-experts", "--base", "tiny-random", "--preset", "tiny", "--data-dir", str(data_dir), "--axes",
+            "honest", "--no-latent", "--out", str(tmp_path), "--pair-sources", "halueval"]
+    for extra in (["--method", "sft"], ["--method", "dpo", "--pairs-file", str(tmp_path / "p.jsonl")]):
+        assert main(base + extra) == 2
+        assert "--pair-sources picks among the built-in DPO pairs" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())                       # refused before anything was loaded or written

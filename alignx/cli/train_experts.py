@@ -48,6 +48,9 @@ def register(sub) -> None:
                    help="DPO: training pairs per axis, shared equally over the pair sources (0 = all)")
     p.add_argument("--pairs-file", default=None,
                    help="DPO: a JSON / JSONL file of prompt, chosen, rejected (one axis) instead of the built-in pairs")
+    p.add_argument("--pair-sources", default=None,
+                   help="DPO: comma-separated pair sources to keep (e.g. coconot_pref,oktest: the harmless axis's "
+                        "contrast pairs); default: every source of the axis")
     p.add_argument("--source-limit", type=int, default=None,
                    help="DPO: read at most this many rows of each pair source file (quick runs, tests)")
     p.add_argument("--resume", action="store_true",
@@ -104,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
                  benign_nearest=args.benign_nearest, benign_truthfulqa=args.benign_truthfulqa,
                  benign_contrast=args.benign_contrast, template_refusals=args.template_refusals)
     cfg.plan()                                           # a global batch the processes cannot share: fail now
+    if args.pair_sources and (args.method == "sft" or args.pairs_file):
+        raise InvalidInput("--pair-sources picks among the built-in DPO pairs: not with --method sft or --pairs-file")
     sft_inits = sft_expert_folders(args.sft_experts, axes, args.method) if args.sft_experts else {}
     command = "python -m alignx " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     say = (lambda msg: print(msg, file=sys.stderr)) if dist.is_main() else (lambda msg: None)
@@ -175,7 +180,8 @@ def _train_dpo(args: argparse.Namespace, lm, axis: str, cfg, command: str, sft_i
     else:
         pairs, sources, removed = preference_data(lm, axis, args.data_dir, args.max_pairs or None, dcfg.seed,
                                                   limit=args.source_limit,
-                                                  cache=Path(args.out) / ".work" / f"{axis}-base-answers.json")
+                                                  cache=Path(args.out) / ".work" / f"{axis}-base-answers.json",
+                                                  pair_sources=[s for s in (args.pair_sources or "").split(",") if s])
     init = sft_init
     if args.method == "sft+dpo" and init is None:
         sft_dir = Path(args.out) / ".sft"

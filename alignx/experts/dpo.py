@@ -76,13 +76,16 @@ def balanced_sample(groups: dict[str, list], n: int | None, seed: int = 0) -> di
 
 
 def preference_data(lm, axis: str, data_dir=None, max_pairs: int | None = 1200, seed: int = 0,
-                    limit: int | None = None, distill_tokens: int = 96, cache: str | Path | None = None):
+                    limit: int | None = None, distill_tokens: int = 96, cache: str | Path | None = None,
+                    pair_sources: Sequence[str] | None = None):
     """The axis's training pairs from ``alignx.data.pairs.axis_pairs`` (decontaminated), balanced
     over sources (``balanced_sample``). Harmless: OKTest's benign prompts are answered by the base
     model itself (greedy, ``self_distill``: its refusals are dropped), each answer preferred over a
     refusal; ``cache`` (a JSON file) keeps those answers, keyed by model name, weights fingerprint
     and answer length, so a later run into the same folder (a resumed one) does not generate them
-    again. Returns (pairs, rows per source, evaluation prompts removed per source)."""
+    again. ``pair_sources``: keep only these sources (for example the contrast pairs, ``coconot_pref``
+    and ``oktest``); an unknown name is an error listing the axis's sources. Returns (pairs, rows per
+    source, evaluation prompts removed per source), both for the sources kept."""
     from alignx.data.pairs import axis_pairs
     from alignx.eval.scores import weights_fingerprint
     from alignx.experts.train import self_distill
@@ -108,9 +111,16 @@ def preference_data(lm, axis: str, data_dir=None, max_pairs: int | None = 1200, 
     groups: dict[str, list] = {}
     for r in ps.pairs:
         groups.setdefault(r.source, []).append((r.prompt, r.chosen, r.rejected))
+    removed = dict(ps.removed)
+    if pair_sources:
+        missing = sorted(set(pair_sources) - set(groups))
+        if missing:
+            raise InvalidInput(f"unknown pair source(s) {missing} for the {axis} axis; available: {sorted(groups)}")
+        groups = {k: v for k, v in groups.items() if k in set(pair_sources)}
+        removed = {k: v for k, v in removed.items() if k in set(pair_sources)}
     picked = balanced_sample(groups, max_pairs, seed)
     pairs = [x for rows in picked.values() for x in rows]
-    return pairs, {k: len(v) for k, v in picked.items()}, dict(ps.removed)
+    return pairs, {k: len(v) for k, v in picked.items()}, removed
 
 
 def reward_accuracy(model, tokenizer, pairs: Sequence[tuple[str, str, str]]) -> float | None:
