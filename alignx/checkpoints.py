@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -102,8 +102,9 @@ class TrainingClock:
     creation, just before ``trainer.train``) and ``before`` the total saved in the checkpoint it
     resumes from (0 for a fresh run). ``callback()`` writes the running total into every checkpoint
     the Trainer saves (its time before the save's own seconds), so the seconds a killed process
-    spent after its last checkpoint are lost with it, as its updates are. A checkpoint without the file (one saved before the clock existed) makes
-    the total unknown: ``total()`` is None, and ``this_process()`` is still exact."""
+    spent after its last checkpoint are lost with it, as its updates are. A checkpoint without the
+    file (one saved before the clock existed) makes the total unknown: ``total()`` is None, and
+    ``this_process()`` is still exact."""
 
     def __init__(self, checkpoint: str | Path | None = None):
         self.start = time.time()

@@ -90,8 +90,8 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
     work = out_dir / ".work" / name
     t0 = time.time()
     rows = dpo_rows(method, examples, dims, cfg.seed, cfg.min_pairs)
-    trainer, result, checkpoint, bf16, processes, clock = run_dpo(lm, rows, work, cfg, name=name, resume=resume, on_log=on_log,
-                                                should_stop=should_stop, progress=progress)
+    trainer, result, checkpoint, bf16, processes, clock = run_dpo(
+        lm, rows, work, cfg, name=name, resume=resume, on_log=on_log, should_stop=should_stop, progress=progress)
     history = loss_history(trainer)
     card = {
         "kind": "alignx-personal-adapter", "method": method, "name": name, "base_model": lm.name,
@@ -102,8 +102,9 @@ def train_personal(lm, method: str, examples: Sequence, out_dir: str | Path, cfg
                  "personas": sorted({ex.user.persona for ex in examples if ex.user.persona})},
         "steps": int(trainer.state.global_step), "train_loss": mean_loss(trainer, result),
         "final": {k: history[-1].get(k) for k in ("loss", "rewards/accuracies", "rewards/margins")} if history else {},
-        "resumed": bool(checkpoint), "wall_time_s": clock.total(), "wall_time_s_last_process": round(time.time() - t0, 1),
-        "command": command,
+        "resumed": bool(checkpoint), "command": command,
+        "wall_time_s": clock.total(),                          # training, summed over the processes of a resumed run
+        "wall_time_s_last_process": round(time.time() - t0, 1),
         "torch_threads": torch.get_num_threads(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "bf16": bool(bf16), "losses": [(int(h["step"]), float(h["loss"])) for h in history if "step" in h],
         "processes": processes,
