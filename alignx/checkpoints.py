@@ -100,15 +100,21 @@ class TrainingClock:
 
     total = before + (now - start): ``start`` is when this process began training (the clock's
     creation, just before ``trainer.train``) and ``before`` the total saved in the checkpoint it
-    resumes from (0 for a fresh run). ``callback()`` writes the running total into every checkpoint
+    resumes from (0 for a fresh run; NaN when unknown). ``callback()`` writes the running total into every checkpoint
     the Trainer saves (its time before the save's own seconds), so the seconds a killed process
     spent after its last checkpoint are lost with it, as its updates are. A checkpoint without the
     file (one saved before the clock existed) makes the total unknown: ``total()`` is None, and
-    ``this_process()`` is still exact."""
+    ``this_process()`` is still exact. Train_MAC keeps ``before`` in its own checkpoint file and
+    passes it in."""
 
-    def __init__(self, checkpoint: str | Path | None = None):
+    def __init__(self, before: float = 0.0):
         self.start = time.time()
-        self.before = 0.0 if checkpoint is None else saved_seconds(checkpoint)
+        self.before = float(before)
+
+    @classmethod
+    def resuming(cls, checkpoint: str | Path | None) -> "TrainingClock":
+        """The clock of a run that resumes from ``checkpoint`` (None: a fresh run)."""
+        return cls(0.0 if checkpoint is None else saved_seconds(checkpoint))
 
     def this_process(self) -> float:
         return time.time() - self.start

@@ -167,7 +167,7 @@ def run_dpo(lm, rows: list[dict], work: Path, cfg: DPOPreset, *, name: str, mode
     trainer = DPOTrainer(model if model is not None else lm.model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=lm.tokenizer, peft_config=lora, callbacks=_callbacks(on_log, should_stop))
     checkpoint = last_checkpoint(Path(work)) if resume else None     # torn checkpoints of a killed save skipped
-    clock = TrainingClock(checkpoint)
+    clock = TrainingClock.resuming(checkpoint)
     trainer.add_callback(clock.callback())
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if should_stop and should_stop():

@@ -236,13 +236,13 @@ def test_training_clock_carries_the_total_across_checkpoints(tmp_path):
 
     from alignx.checkpoints import CLOCK, TrainingClock, saved_seconds
 
-    fresh = TrainingClock(None)
+    fresh = TrainingClock.resuming(None)
     assert fresh.before == 0.0 and 0 <= fresh.total() < 5
     ckpt = tmp_path / "checkpoint-4"
     ckpt.mkdir()
-    assert TrainingClock(ckpt).total() is None                     # a checkpoint from before the clock: unknown
+    assert TrainingClock.resuming(ckpt).total() is None            # a checkpoint from before the clock: unknown
     (ckpt / CLOCK).write_text('{"wall_time_s": 120.5}')
-    resumed = TrainingClock(ckpt)
+    resumed = TrainingClock.resuming(ckpt)
     assert resumed.before == 120.5 and 120.5 <= resumed.total() < 125.5
     args, state = SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=6, is_world_process_zero=True)
     resumed.callback().on_step_end(args, state, SimpleNamespace(should_save=False))
@@ -251,7 +251,7 @@ def test_training_clock_carries_the_total_across_checkpoints(tmp_path):
     assert 120.5 <= saved_seconds(tmp_path / "checkpoint-6") < 125.5
     for bad in ("{", '{"wall_time_s": "soon"}', '{"wall_time_s": null}', "[]"):
         (ckpt / CLOCK).write_text(bad)
-        assert TrainingClock(ckpt).total() is None, bad
+        assert TrainingClock.resuming(ckpt).total() is None, bad
 
 
 def test_run_mean_loss_weights_each_log_by_its_steps():

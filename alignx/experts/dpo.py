@@ -116,8 +116,9 @@ def preference_data(lm, axis: str, data_dir=None, max_pairs: int | None = 1200, 
         missing = sorted(set(pair_sources) - set(groups))
         if missing:
             raise InvalidInput(f"unknown pair source(s) {missing} for the {axis} axis; available: {sorted(groups)}")
-        groups = {k: v for k, v in groups.items() if k in set(pair_sources)}
-        removed = {k: v for k, v in removed.items() if k in set(pair_sources)}
+        keep = set(pair_sources)
+        groups = {k: v for k, v in groups.items() if k in keep}
+        removed = {k: v for k, v in removed.items() if k in keep}
     picked = balanced_sample(groups, max_pairs, seed)
     pairs = [x for rows in picked.values() for x in rows]
     return pairs, {k: len(v) for k, v in picked.items()}, removed
@@ -192,6 +193,7 @@ def train_dpo_expert(lm, axis: str, pairs: Sequence[tuple[str, str, str]], out_d
     trainer, result, resumed, bf16, processes, clock = run_dpo(
         lm, conversational_rows(train), work, cfg, name=name, model=model, resume=resume, progress=progress,
         on_log=(lambda step, loss, acc: on_loss(axis, step, loss)) if on_loss else None, should_stop=should_stop)
+    trained_s = clock.total()                               # training only, summed over the processes of a resumed run
     history = loss_history(trainer)
     trainer.model.eval()
     with torch.no_grad():
@@ -211,7 +213,7 @@ def train_dpo_expert(lm, axis: str, pairs: Sequence[tuple[str, str, str]], out_d
                    "heldout_reward_accuracy": held_acc},
         "loss_log": [{"step": int(h["step"]), "loss": float(h["loss"])} for h in history if "step" in h],
         "resumed": resumed, "processes": processes, "command": command,
-        "wall_time_s": clock.total(),                       # training, summed over the processes of a resumed run
+        "wall_time_s": trained_s,
         "wall_time_s_last_process": round(time.time() - t0, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -24,9 +24,7 @@ summation order. Only the main process writes checkpoints and the circuit.
 """
 from __future__ import annotations
 
-import math
 import random
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -34,6 +32,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from alignx import distributed as dist
+from alignx.checkpoints import TrainingClock
 from alignx.errors import InvalidInput, unknown
 from alignx.negotiax.config import NegotiaXConfig
 
@@ -275,12 +274,12 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
     trainable = [p for p in nx.model.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)                 # the base (and any experts) stay frozen
-    t0, first_step = time.time(), step
+    clock, first_step = TrainingClock(before), step
     try:
         step_loss, opt = acc.prepare(StepLoss(nx, cfg, variant, leave_out, tcfg.bf16), opt)
         while step < tcfg.steps:
             if should_stop and should_stop():
-                _checkpoint(ckpt, circuit, opt, sched, step, history, before + time.time() - t0)
+                _checkpoint(ckpt, circuit, opt, sched, step, history, clock.before + clock.this_process())
                 raise TrainingCancelled(f"{name}: cancelled at step {step}; checkpoint in {work}")
             step_rng = random.Random(tcfg.seed * 100_003 + step)      # the batch of a step, resumable
             batches = {}
@@ -302,16 +301,15 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
             if on_step:
                 on_step(step, history[-1][1])
             if step % tcfg.save_steps == 0 and step < tcfg.steps and dist.is_main():
-                _checkpoint(ckpt, circuit, opt, sched, step, history, before + time.time() - t0)
+                _checkpoint(ckpt, circuit, opt, sched, step, history, clock.before + clock.this_process())
     finally:
         for p in trainable:
             p.requires_grad_(True)
-    this_process = time.time() - t0
     extra = {"base_model": base_model, "variant": variant, "leave_out": list(leave_out), "training": asdict(tcfg),
              "rows_per_objective": {o: len(r) for o, r in rows.items()}, "rows_too_long": cut, "losses": history,
              "data": dict(provenance or {}), "processes": dist.describe(),
-             "wall_time_s": _total(before, this_process), "command": command, "steps": step,
-             "resumed_at_step": first_step or None, "wall_time_s_last_process": round(this_process, 1)}
+             "wall_time_s": clock.total(), "command": command, "steps": step,
+             "resumed_at_step": first_step or None, "wall_time_s_last_process": round(clock.this_process(), 1)}
     path = Path(out_dir) / name
     if dist.is_main():                          # one writer; the others wait for the folder
         import shutil
@@ -329,11 +327,6 @@ def card_summary(card: Mapping, window: int = 20) -> dict:
     mean = (lambda xs: round(sum(xs) / len(xs), 3) if xs else None)
     return {**{k: card.get(k) for k in ("variant", "leave_out", "steps", "parameters", "wall_time_s", "processes")},
             f"loss_first_{window}_mean": mean(losses[:window]), f"loss_last_{window}_mean": mean(losses[-window:])}
-
-
-def _total(before: float, this: float) -> float | None:
-    """Training seconds over every process of a resumed run; None when an older checkpoint did not keep them."""
-    return None if math.isnan(before) else round(before + this, 1)
 
 
 def _checkpoint(path: Path, circuit, opt, sched, step: int, history, wall_time_s: float) -> None:
