@@ -8,7 +8,7 @@ import pytest
 
 from alignx.errors import InvalidInput
 from alignx.negotiax import preset
-from alignx.negotiax.ablate import variant_rows
+from alignx.negotiax.ablate import data_mismatches, variant_rows
 from alignx.negotiax.core import NegotiaX
 
 OBJ = ("harmless", "helpful", "honest")
@@ -20,6 +20,23 @@ def test_variant_rows_order_and_missing():
     assert [m for _, m in rows] == ["base", "negotiax:module1", "negotiax", "negotiax:without-helpful"]
     assert "negotiax:module2" in missing and "negotiax:frozen" in missing
     assert not [m for m in missing if m.startswith("negotiax:loo-")]      # trained leave-out is optional
+
+
+def test_data_mismatches_names_the_objective_and_the_circuits():
+    """Circuits trained on different rows per source are flagged per objective; a trained
+    leave-one-out, which lacks its objective by design, is not."""
+    refusals = {"sources": {"safety_refusals": 640, "alpaca_benign": 0}}
+    contrast = {"sources": {"safety_refusals": 320, "coconot_pref (compliant)": 320}}
+    helpful = {"sources": {"alpaca": 640}}
+    same = {"negotiax": {"data": {"harmless": refusals, "helpful": helpful}},
+            "negotiax:module1": {"data": {"harmless": refusals, "helpful": helpful}},
+            "negotiax:loo-harmless": {"data": {"helpful": helpful}}}
+    assert data_mismatches(same) == []
+    mixed = {**same, "negotiax": {"data": {"harmless": contrast, "helpful": helpful}}}
+    lines = data_mismatches(mixed)
+    assert len(lines) == 1
+    assert lines[0] == ("harmless: negotiax trained on coconot_pref (compliant) 320, safety_refusals 320; "
+                        "negotiax:module1 trained on safety_refusals 640")
 
 
 def test_ablation_runs_every_variant(tmp_path, data_dir):
@@ -50,6 +67,7 @@ def test_ablation_runs_every_variant(tmp_path, data_dir):
     assert [r["mode"] for r in result["rows"]] == ["base", "negotiax:module1", "negotiax",
                                                    *(f"negotiax:without-{o}" for o in OBJ)]
     assert set(result["skipped"]) == {"negotiax:module2", "negotiax:frozen"}
+    assert result["data_mismatches"] == []                      # both circuits trained on DATA
     saved = json.loads((tmp_path / "out" / "ablation.json").read_text())
     assert saved["rows"][0]["metrics"]["alignment_accuracy"]["value"] == 0.5          # the base against itself
     md = (tmp_path / "out" / "ablation.md").read_text()

@@ -41,6 +41,25 @@ def variant_rows(available: Sequence[str], objectives: Sequence[str]) -> tuple[l
     return rows, missing
 
 
+def data_mismatches(cards: dict[str, dict]) -> list[str]:
+    """Objectives whose training rows per source differ between the circuits behind an ablation's rows.
+
+    ``cards`` maps a mode to its circuit's card; each card's ``data[objective]["sources"]`` counts
+    the training rows per source. An ablation compares modules, so every circuit should have seen
+    the same rows per source for each objective it trains (a trained leave-one-out lacks its
+    objective by design and is compared on the others). One line per objective where they differ,
+    for example a full circuit trained with CoCoNot contrast rows beside a Module I only trained
+    on refusals alone."""
+    by_objective: dict[str, dict[tuple[str, ...], list[str]]] = {}
+    for mode, card in cards.items():
+        for objective, info in (card.get("data") or {}).items():
+            sources = tuple(sorted(f"{k} {n}" for k, n in (info.get("sources") or {}).items() if n))
+            by_objective.setdefault(objective, {}).setdefault(sources, []).append(mode)
+    return [f"{o}: " + "; ".join(f"{', '.join(modes)} trained on {', '.join(src) or 'no rows'}"
+                                 for src, modes in groups.items())
+            for o, groups in by_objective.items() if len(groups) > 1]
+
+
 def run_ablation(studio, suite, judges, out_dir: str | Path, modes: Sequence[str] | None = None,
                  on_row: Callable[[dict], None] | None = None, **run_kw) -> dict:
     """Evaluate each variant's mode on ``suite``; write ablation.json / ablation.md; return the result."""
@@ -66,6 +85,11 @@ def run_ablation(studio, suite, judges, out_dir: str | Path, modes: Sequence[str
     for mode in missing:
         print(f"ablate: {mode} not trained, skipped (python -m alignx train-mac --variant "
               f"{mode.split(':', 1)[-1]})", file=sys.stderr)
+    cards = {mode: json.loads((found[mode] / "card.json").read_text())
+             for _, mode in rows if mode in found and not mode.startswith("negotiax:without-")}
+    mismatches = data_mismatches(cards)
+    for line in mismatches:
+        print(f"ablate: warning: the circuits were trained on different data: {line}", file=sys.stderr)
     out = Path(out_dir)
     ref = methods.policy(studio, "base")
     result_rows, reports = [], []
@@ -86,7 +110,11 @@ def run_ablation(studio, suite, judges, out_dir: str | Path, modes: Sequence[str
 
         table += "\n\n" + paired_table([r["report"] for r in result_rows], run_kw.get("n_boot", 1000),
                                         run_kw.get("seed", 0), labels=[r["variant"] for r in result_rows])
-    result = {"suite": getattr(suite, "name", suite), "rows": result_rows, "skipped": missing, "table": table}
+    if mismatches:
+        table += "\n\nThe circuits were trained on different data, so these rows differ by more than the module:\n" + \
+            "\n".join(f"- {line}" for line in mismatches)
+    result = {"suite": getattr(suite, "name", suite), "rows": result_rows, "skipped": missing, "table": table,
+              "data_mismatches": mismatches}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "ablation.json", json.dumps(result, indent=2, default=str) + "\n")
     write_atomic(out / "ablation.md", table + "\n")
