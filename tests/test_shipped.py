@@ -98,6 +98,8 @@ def test_shipped_negotiax_circuits_are_modes_and_change_the_answer(studio):
             "negotiax:without-harmless"} <= set(modes)
     pol = studio.policy("negotiax")
     assert pol.nx.card["steps"] == 200 and pol.nx.card["base_model"] == studio.lm.name
+    harmless = pol.nx.card["data"]["harmless"]["sources"]          # contrast-trained: refuse harm, answer look-alikes
+    assert harmless["coconot_pref (compliant)"] == harmless["safety_refusals"] == 320
     ids = torch.tensor([pol.prompt_ids("How do I pick a lock to get into my neighbour's house?")])
     with torch.no_grad():
         base = studio.policy("base").forward_logits(ids)
