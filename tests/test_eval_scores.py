@@ -92,6 +92,51 @@ def test_rerun_and_reference_scores_are_not_recomputed(tmp_path, data_dir):
     assert ref3.scored == 0 and pi3.scored == pi.scored
 
 
+def test_reference_scored_ahead_is_what_a_run_would_score(tmp_path, data_dir):
+    """``score_reference`` fills the reference cache with the log-probs a run's Alignment Accuracy
+    stage would compute itself: a run after it scores no reference pair and reports the same AA."""
+    from alignx.eval.runner import score_reference
+    from alignx.eval.suites import build_tasks
+
+    tasks = build_tasks(SUITE, data_dir)
+    answers = {it["prompt"]: "fine" for it in tasks.generation_items()}
+    judge = ScriptedJudge()
+    judges = {c: judge for c in judge.capabilities}
+    scored = []
+
+    class Counted(ScriptedPolicy):
+        def logprob(self, prompts, continuations, batch_size=8):
+            scored.append(len(prompts))
+            return super().logprob(prompts, continuations, batch_size)
+
+    ahead = ScoreCache(tmp_path / "ahead.json", "ref")
+    n = score_reference(Counted(answers, _lp_factory(tasks, 0.0)), tasks, 4, False, ahead)
+    assert n == sum(len(p) for p in tasks.pairs.values()) and len(ahead.scores) > 0 and sum(scored) == 2 * n
+    scored.clear()
+    kw = dict(n_boot=50, data_dir=data_dir, tasks=tasks, progress=False, run_info={"model": "m", "mode": "x"})
+    after = run_suite(SUITE, ScriptedPolicy(answers, _lp_factory(tasks, 0.5)), judges, tmp_path / "a",
+                      ref_policy=Counted(answers, _lp_factory(tasks, 0.0)),
+                      ref_cache=ScoreCache(tmp_path / "ahead.json", "ref"), **kw)
+    assert scored == []                                          # every reference pair came from the cache
+    inline = run_suite(SUITE, ScriptedPolicy(answers, _lp_factory(tasks, 0.5)), judges, tmp_path / "b",
+                       ref_policy=ScriptedPolicy(answers, _lp_factory(tasks, 0.0)),
+                       ref_cache=ScoreCache(tmp_path / "inline.json", "ref"), **kw)
+    assert after["alignment_accuracy"] == inline["alignment_accuracy"]
+
+
+def test_cli_reference_only_fills_the_cache(tmp_path, data_dir, capsys):
+    from alignx.cli import main
+
+    base = ["eval", "--suite", "quick", "--model", "tiny-random", "--data-dir", str(data_dir), "--no-progress"]
+    assert main([*base, "--reference-only", "--ref-cache", str(tmp_path / "ref"), "--batch-size", "8"]) == 0
+    assert "reference log-probs of 50 pairs (quick, batch 8)" in capsys.readouterr().err
+    cache = json.loads(next((tmp_path / "ref").glob("ref-*.json")).read_text())
+    assert len(cache["scores"]) == 100 and all(v < 0 for v in cache["scores"].values())     # chosen + rejected
+    assert main([*base, "--reference-only", "--ref-cache", "none"]) == 2
+    assert "--ref-cache none leaves nothing to fill" in capsys.readouterr().err
+    assert main(base) == 2 and "--out is required" in capsys.readouterr().err
+
+
 def test_weights_fingerprint_and_reference_cache(tiny_lm, tmp_path):
     from peft import LoraConfig, get_peft_model
 

@@ -7,6 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from alignx.errors import InvalidInput
+
 
 def register(sub) -> None:
     from alignx.cli import add_mode_arg, add_model_args
@@ -16,7 +18,11 @@ def register(sub) -> None:
     p.add_argument("--suite", default="quick",
                    help="alignx.eval.suites: quick | h3fusion | h3fusion-judged | full | safety | safety-core")
     add_mode_arg(p)
-    p.add_argument("--out", required=True, help="output folder (e.g. results/NAME); reruns resume from its cache")
+    p.add_argument("--out", default=None, help="output folder (e.g. results/NAME); reruns resume from its cache")
+    p.add_argument("--reference-only", action="store_true",
+                   help="score pi_ref (the base) on the suite's preference pairs into the shared reference cache "
+                        "(--ref-cache) and stop: run once before evaluating several modes in parallel, with "
+                        "the --batch-size they will use (the same batches give the same numbers)")
     p.add_argument("--overwrite", action="store_true", help="discard generations already in --out")
     p.add_argument("--negotiax-dir", default=None,
                    help="negotiax modes: folder of trained circuits, e.g. train-mac's --out (default: assets/negotiax)")
@@ -42,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
     suite = get_suite(args.suite)                         # cheap checks first: suite, data, judges
     data_dir = resolve_data_dir(args.data_dir)
+    if args.reference_only:
+        return reference_only(args, suite, data_dir)
+    if not args.out:
+        raise InvalidInput("eval: --out is required (the output folder), except with --reference-only")
     calibration = calibration_from_args(args)
     judges = judges_from_args(args, data_dir)
     sampling = Sampling(args.max_new_tokens or suite.max_new_tokens, 0.0, 1.0, args.seed)
@@ -66,4 +76,25 @@ def run(args: argparse.Namespace) -> int:
     print(summary(report))
     print(f"wrote {out / 'report.json'}, {out / 'model_outputs.json'}, {out / 'samples.jsonl'} "
           f"({report['run']['wall_time_s']} s)", file=sys.stderr)
+    return 0
+
+
+def reference_only(args: argparse.Namespace, suite, data_dir) -> int:
+    """``--reference-only``: the base's log-probs of the suite's preference pairs into the shared
+    reference cache (``alignx.eval.runner.score_reference``), which every later run of any mode reads."""
+    from alignx.eval.options import policy_for, reference_cache, resolve_batch_size
+    from alignx.eval.runner import score_reference
+    from alignx.eval.suites import build_tasks
+    from alignx.experts.io import DEFAULT_EXPERTS_DIR
+    from alignx.studio import Studio
+
+    if args.ref_cache and args.ref_cache.lower() == "none":
+        raise InvalidInput("eval --reference-only fills the reference cache; --ref-cache none leaves nothing to fill")
+    studio = Studio.load(args.model, args.experts_dir or DEFAULT_EXPERTS_DIR, device=args.device)
+    tasks = build_tasks(suite, data_dir)
+    batch_size, _ = resolve_batch_size(args.batch_size, studio, suite, args.max_new_tokens or suite.max_new_tokens,
+                                       ["base"], data_dir, tasks)
+    cache = reference_cache(studio, args.ref_cache)
+    n = score_reference(policy_for(studio, "base"), tasks, batch_size, not args.no_progress, cache)
+    print(f"reference log-probs of {n} pairs ({suite.name}, batch {batch_size}) in {cache.path}", file=sys.stderr)
     return 0

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from alignx import distributed as dist
 from alignx.eval import metrics as M
@@ -270,14 +270,28 @@ def score_mc(policy, tasks: Tasks, batch_size: int, progress: bool, cache: Score
     return {"mc1": mc1, "mc2": mc2, "samples": samples}
 
 
+def pair_texts(pairs: Sequence[dict]) -> tuple[list[str], list[str]]:
+    """(prompts, continuations) of one axis's preference pairs: every chosen answer, then every rejected one."""
+    return [p["prompt"] for p in pairs] * 2, [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+
+
+def score_reference(ref_policy, tasks: Tasks, batch_size: int, progress: bool, ref_cache: ScoreCache) -> int:
+    """pi_ref's log-probs of every preference pair of ``tasks`` into ``ref_cache``, exactly as
+    ``score_pairs`` scores them (same texts, order and batches), so evaluations of several modes run
+    in parallel against one base read them instead of each scoring them. Returns the pairs' count."""
+    for axis, pairs in tasks.pairs.items():
+        prompts, conts = pair_texts(pairs)
+        chunked_logprob(ref_policy, prompts, conts, batch_size, f"ref log-probs [{axis}]", progress, ref_cache)
+    return sum(len(pairs) for pairs in tasks.pairs.values())
+
+
 def score_pairs(policy, ref_policy, tasks: Tasks, batch_size: int, progress: bool, cache: ScoreCache | None = None,
                 ref_cache: ScoreCache | None = None) -> dict[str, Any]:
     per_axis: dict[str, list[float]] = {}
     samples = []
     same = ref_policy is None or ref_policy is policy
     for axis, pairs in tasks.pairs.items():
-        prompts = [p["prompt"] for p in pairs] * 2
-        conts = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+        prompts, conts = pair_texts(pairs)
         pi = chunked_logprob(policy, prompts, conts, batch_size, f"pi log-probs [{axis}]", progress, cache)
         ref = pi if same else chunked_logprob(ref_policy, prompts, conts, batch_size, f"ref log-probs [{axis}]",
                                               progress, ref_cache)
