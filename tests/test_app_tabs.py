@@ -216,3 +216,20 @@ def test_bad_evaluate_input_is_an_error(client, args, message):
     with pytest.raises(app_error(), match=message):
         client.predict(*args, api_name="/evaluate")
     assert client.predict(api_name="/leaderboard")["model"] == "tiny-random"
+
+
+def test_about_describes_every_built_in_family():
+    """The About tab's modes table names a mode of each built-in method family, and NegotiaX's
+    formulas sit beside MoCaE's."""
+    from types import SimpleNamespace
+
+    from alignx.methods.registry import _BUILTIN
+    from app.tabs.about import markdown
+
+    text = markdown(SimpleNamespace(model_name="m"))
+    example = {"base": "`base`", "expert": "`expert:helpful`", "mocae": "`mocae-logit`",
+               "personal": "`personal-ica`", "negotiax": "`negotiax:frozen`"}
+    assert set(example) == set(_BUILTIN)                   # a new built-in family needs its row
+    for family, mode in example.items():
+        assert mode in text, family
+    assert "### NegotiaX" in text and "W<sub>o</sub> and b<sub>o</sub> start at 0" in text

@@ -17,6 +17,11 @@ MODES = r"""
 | `expert:helpful` · `expert:harmless` · `expert:honest` | the base + one LoRA expert |
 | `mocae-logit` | every expert in one batched forward; next-token distributions mixed with the routing weights |
 | `mocae-adapter` | one forward with the experts' LoRA updates mixed with the routing weights |
+| `uniform-logit` · `uniform-adapter` | the same fusions with fixed equal weights (baselines for the router) |
+| `negotiax` | the base with the NegotiaX circuit at its middle layer: one pathway per objective, negotiated per token |
+| `negotiax:module1` · `negotiax:module2` · `negotiax:frozen` · `negotiax:without-O` | NegotiaX ablations: uniform fusion; no per-objective supervision; negotiation queries and keys left at random init; objective O masked out |
+| `personal-ica` · `personal-pba` | one user's DPO adapter with their history (ICA) or their 90-dimension profile (PBA) in the prompt |
+| `prompt-ica` · `prompt-pba` · `persona-oracle` | the same prompts on the base; the user's true persona as the system prompt |
 """
 
 STAGE1 = r"""
@@ -55,6 +60,24 @@ shows the routed prompt's cluster and its position on the map. The exact definit
 how q and the clusters are computed, are in the method document.
 """
 
+NEGOTIAX = r"""
+### NegotiaX · objective pathways and the Mechanistic Alignment Circuit
+One frozen transformer, forked at one layer F (the middle one). For each token's self-attention
+output a at F and each objective i:
+
+  v<sub>i</sub> = P<sub>i</sub> a + c<sub>i</sub>  (Module I: objective i's pathway, a rank-r subspace)
+
+  α<sub>h,i</sub> = softmax<sub>i</sub>( (W<sub>q</sub> a)<sub>h</sub> · (W<sub>k</sub> v<sub>i</sub> + e<sub>i</sub>)<sub>h</sub> / √d<sub>h</sub> )  (Module II: per token and head, the query from the shared stream)
+
+  a′ = a + W<sub>o</sub> concat<sub>h</sub>( Σ<sub>i</sub> α<sub>h,i</sub> (W<sub>v</sub> v<sub>i</sub>)<sub>h</sub> ) + b<sub>o</sub>
+
+W<sub>o</sub> and b<sub>o</sub> start at 0, so an untrained circuit is the base exactly. Train_MAC trains the
+circuit only, with the loss on response tokens: each objective's data through the negotiated
+stream and through its own pathway, an identification term that makes the negotiation attend to
+objective i on objective i's data, and a penalty that keeps the subspaces apart. The Playground
+draws the negotiation weights α (mean over heads) under each token of a `negotiax` answer.
+"""
+
 METRICS = r"""
 ### Metrics (Evaluation tab)
 | metric | definition | better |
@@ -82,8 +105,9 @@ every other column shown (see `docs/METHOD.md`).
 def markdown(ctx: AppContext) -> str:
     head = (f"**AlignX Studio** aligns one base model (`{ctx.model_name}` here) to three objectives, "
             "helpful, harmless and honest, with one LoRA expert per objective and a calibrated mixture "
-            "of those experts (MoCaE) whose trade-off you can set at answer time.\n\n" + LINKS)
-    return "\n".join([head, MODES, STAGE1, STAGE2, METRICS])
+            "of those experts (MoCaE) whose trade-off you can set at answer time; NegotiaX negotiates "
+            "objective pathways inside one model, and AlignX-Family personalizes to one user.\n\n" + LINKS)
+    return "\n".join([head, MODES, STAGE1, STAGE2, NEGOTIAX, METRICS])
 
 
 def build(ctx: AppContext) -> None:
