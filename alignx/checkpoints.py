@@ -119,8 +119,12 @@ class TrainingClock:
     def this_process(self) -> float:
         return time.time() - self.start
 
+    def running(self) -> float:
+        """before + this process's seconds, unrounded; NaN when ``before`` is unknown (what a checkpoint keeps)."""
+        return self.before + self.this_process()
+
     def total(self) -> float | None:
-        return None if math.isnan(self.before) else round(self.before + self.this_process(), 1)
+        return None if math.isnan(self.before) else round(self.running(), 1)
 
     def callback(self):
         """A ``TrainerCallback`` that writes ``{"wall_time_s": total}`` into ``checkpoint-N`` when the

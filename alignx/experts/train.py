@@ -218,7 +218,7 @@ def train_expert(lm, axis: str, out_dir: str | Path, cfg: ExpertConfig, data_dir
     trainer = global_batch_trainer()(model=model, args=args, train_dataset=train_ds, data_collator=collator,
                                      callbacks=_callbacks(axis, on_loss, should_stop))
     checkpoint = last_checkpoint(work) if resume else None      # torn checkpoints of a killed save skipped
-    clock = TrainingClock.resuming(checkpoint)                           # training seconds over every process
+    clock = TrainingClock.resuming(checkpoint)                  # training seconds over every process
     trainer.add_callback(clock.callback())
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = clock.this_process()

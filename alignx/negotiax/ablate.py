@@ -74,7 +74,8 @@ def run_ablation(studio, suite, judges, out_dir: str | Path, modes: Sequence[str
     if "negotiax" not in found:
         raise InvalidInput("no trained NegotiaX circuit for this base model "
                            f"({studio.lm.name}); train one: python -m alignx train-mac")
-    objectives = json.loads((found["negotiax"] / "card.json").read_text())["objectives"]
+    card_of = {folder: json.loads((folder / "card.json").read_text()) for folder in set(found.values())}
+    objectives = card_of[found["negotiax"]]["objectives"]
     rows, missing = variant_rows(["base", *found], objectives)
     if modes:
         unknown_modes = [m for m in modes if m not in dict((m2, l) for l, m2 in rows)]
@@ -85,8 +86,8 @@ def run_ablation(studio, suite, judges, out_dir: str | Path, modes: Sequence[str
     for mode in missing:
         print(f"ablate: {mode} not trained, skipped (python -m alignx train-mac --variant "
               f"{mode.split(':', 1)[-1]})", file=sys.stderr)
-    cards = {mode: json.loads((found[mode] / "card.json").read_text())
-             for _, mode in rows if mode in found and not mode.startswith("negotiax:without-")}
+    cards = {mode: card_of[found[mode]] for _, mode in rows
+             if mode in found and not mode.startswith("negotiax:without-")}
     mismatches = data_mismatches(cards)
     for line in mismatches:
         print(f"ablate: warning: the circuits were trained on different data: {line}", file=sys.stderr)

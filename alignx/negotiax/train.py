@@ -279,7 +279,7 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
         step_loss, opt = acc.prepare(StepLoss(nx, cfg, variant, leave_out, tcfg.bf16), opt)
         while step < tcfg.steps:
             if should_stop and should_stop():
-                _checkpoint(ckpt, circuit, opt, sched, step, history, clock.before + clock.this_process())
+                _checkpoint(ckpt, circuit, opt, sched, step, history, clock.running())
                 raise TrainingCancelled(f"{name}: cancelled at step {step}; checkpoint in {work}")
             step_rng = random.Random(tcfg.seed * 100_003 + step)      # the batch of a step, resumable
             batches = {}
@@ -301,7 +301,7 @@ def train_mac(nx, data: Mapping[str, Sequence[tuple[str, str]]], cfg: NegotiaXCo
             if on_step:
                 on_step(step, history[-1][1])
             if step % tcfg.save_steps == 0 and step < tcfg.steps and dist.is_main():
-                _checkpoint(ckpt, circuit, opt, sched, step, history, clock.before + clock.this_process())
+                _checkpoint(ckpt, circuit, opt, sched, step, history, clock.running())
     finally:
         for p in trainable:
             p.requires_grad_(True)
